@@ -1,0 +1,30 @@
+"""Storage URLs -> Optuna storages (RDB, SQLite, journal file, gRPC proxy), locks and redaction.
+
+The public face of ``storage``; the modules behind it are private and may move.
+
+    >>> from storage import open_storage, storage_lock
+    >>> storage = open_storage("postgresql://hpo:secret@db:5432/hpo")   # doctest: +SKIP
+    >>> with storage_lock("postgresql://hpo:secret@db:5432/hpo"):       # doctest: +SKIP
+    ...     trial = study.ask()
+
+Every user-facing failure is a ``StorageError`` whose one-line message shows the URL redacted.
+"""
+
+from __future__ import annotations
+
+from storage._errors import StorageError
+from storage._lock import storage_lock
+from storage._open import open_storage, serve_proxy, upgrade_schema
+from storage._redact import redact
+from storage._urls import SUPPORTED_FORMS, normalize_url
+
+__all__ = [
+    "SUPPORTED_FORMS",
+    "StorageError",
+    "normalize_url",
+    "open_storage",
+    "redact",
+    "serve_proxy",
+    "storage_lock",
+    "upgrade_schema",
+]

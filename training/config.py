@@ -141,17 +141,13 @@ def config_paths() -> set[str]:
     }
 
 
-def apply_overrides(
-    config: RunConfig, overrides: dict[str, Any], *, where: str = "overrides"
-) -> RunConfig:
+def apply_overrides(config: RunConfig, overrides: dict[str, Any], *, where: str = "overrides") -> RunConfig:
     """Return a new config with values set at dotted paths; unknown paths are a ConfigError."""
     known = config_paths()
     raw = config.to_dict()
     for path, value in overrides.items():
         if path not in known:
-            raise ConfigError(
-                f"{where}: unknown config key '{path}'; use one of: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"{where}: unknown config key '{path}'; use one of: {', '.join(sorted(known))}")
         section, key = path.split(".", 1)
         raw[section][key] = value
     return RunConfig.from_dict(raw, where=where)

@@ -1,0 +1,181 @@
+"""The pruned, group-aware k-fold objective: one trial = sampled config -> ``fit`` per fold -> mean macro-F1.
+
+Reporting follows the pruner: epoch-level pruners get step ``fold * max_epochs + epoch`` so they compare
+the same fold and epoch across trials; fold-level pruners (Wilcoxon) get each finished fold's F1 at
+step ``fold``. Which errors prune, fail or stop a trial is decided here on purpose:
+diverged loss -> PRUNED; out of memory or any other error -> FAIL with the reason in user attrs (the
+worker goes on); KeyboardInterrupt (SIGTERM/Ctrl-C) -> FAIL plus a queued retry that resumes from
+the last saved epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from hpo.errors import UserError
+from hpo.samplers import FOLD_LEVEL_PRUNERS
+from hpo.study import StudySpec
+from storage import redact
+from training.batches import load_data
+from training.config import RunConfig, apply_overrides
+from training.folds import make_folds
+from training.loop import DivergedError, EpochStats, fit
+from training.metrics import macro_f1
+
+__all__ = ["Objective", "root_trial_number"]
+
+log = logging.getLogger(__name__)
+
+
+def root_trial_number(trial: optuna.Trial) -> int:
+    """The first trial of a retry chain (heartbeat or interrupt), whose checkpoints a retry resumes."""
+    # Optuna 5 trials have no system_attrs; read the stored FrozenTrial instead.
+    frozen = trial.storage.get_trial(trial._trial_id)
+    return int(frozen.system_attrs.get("failed_trial", trial.number))
+
+
+class Objective:
+    """Callable for ``study.optimize``; built once per worker process."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        *,
+        device: str,
+        checkpoint_root: str | Path,
+        data_source: str | None = None,
+        device_label: str | None = None,
+    ) -> None:
+        overrides: dict[str, Any] = {"budget.device": device}
+        if data_source:
+            overrides["data.source"] = data_source
+        self.spec = spec
+        self.base = apply_overrides(spec.base, overrides, where="worker")
+        self.checkpoint_root = Path(checkpoint_root)
+        self.device_label = device_label or device
+        self.fold_level = spec.pruner in FOLD_LEVEL_PRUNERS
+        data = load_data(self.base.data)  # build or open the decoded cache once, before any trial
+        if data.table.fingerprint() != spec.data_fingerprint:
+            raise UserError(
+                f"data at {self.base.data.source} differs from the study's (fingerprint "
+                f"{data.table.fingerprint()} != {spec.data_fingerprint}); pass --data with the same dataset"
+            )
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        # The base already holds the space's fixed values and the study's CLI overrides (--folds, --seed).
+        config = apply_overrides(self.base, self.spec.space.sample(trial), where=f"trial {trial.number}")
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("device", self.device_label)
+        root = root_trial_number(trial)
+        ckpt_dir = self.checkpoint_root / trial.study.study_name / f"trial-{root}"
+        try:
+            value = self._run_folds(trial, config, ckpt_dir)
+        except DivergedError as exc:
+            trial.set_user_attr("prune_reason", str(exc))
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            raise optuna.TrialPruned(str(exc)) from None
+        except optuna.TrialPruned:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            raise
+        except KeyboardInterrupt:
+            # Interrupted, not wrong: keep checkpoints and queue the same params to run again.
+            _queue_retry(trial, root)
+            raise
+        except torch.OutOfMemoryError as exc:
+            _record_failure(trial, f"out of memory: {exc}; lower budget.batch_size or data.image_size")
+            torch.cuda.empty_cache()
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            raise
+        except Exception as exc:
+            _record_failure(trial, f"{type(exc).__name__}: {exc}")
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            raise
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return value
+
+    def _run_folds(self, trial: optuna.Trial, config: RunConfig, ckpt_dir: Path) -> float:
+        data = load_data(config.data)
+        labels = data.table.labels
+        folds = make_folds(labels, data.table.groups, config.cv.folds, config.cv.seed)
+        max_epochs = config.budget.max_epochs
+        fold_f1: list[float] = []
+        epochs: list[int] = []
+        seconds = images = 0.0
+        oof = np.zeros((len(labels), data.n_classes), dtype=np.float32)
+
+        for k, (train_idx, val_idx) in enumerate(folds):
+
+            def on_epoch(stats: EpochStats, k: int = k) -> None:
+                trial.set_user_attr(
+                    "progress",
+                    {"fold": k + 1, "folds": len(folds), "epoch": stats.epoch, "epochs": max_epochs},
+                )
+                if self.fold_level:
+                    return
+                trial.report(stats.f1, k * max_epochs + stats.epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("epochs", [*epochs, stats.epoch])
+                    raise optuna.TrialPruned(
+                        f"pruned in fold {k + 1} epoch {stats.epoch}: F1 {stats.f1:.4f} is below its peers"
+                    )
+
+            result = fit(
+                config,
+                train_idx,
+                val_idx,
+                on_epoch=on_epoch,
+                checkpoint_dir=ckpt_dir / f"fold-{k}",
+                data=data,
+            )
+            fold_f1.append(result.best_f1)
+            epochs.append(len(result.history))
+            seconds += sum(h.seconds for h in result.history)
+            images += sum(h.images_per_sec * h.seconds for h in result.history)
+            oof[val_idx] = result.oof_probs
+            trial.set_user_attr("fold_f1", fold_f1)
+            trial.set_user_attr("epochs", epochs)
+            if result.resumed_epochs:
+                trial.set_user_attr(f"resumed_epochs_fold_{k}", result.resumed_epochs)
+            if self.fold_level:
+                trial.report(result.best_f1, k)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(
+                        f"pruned after fold {k + 1}: F1 {result.best_f1:.4f} is below its peers"
+                    )
+
+        trial.set_user_attr("f1_std", statistics.pstdev(fold_f1))
+        trial.set_user_attr("seconds", round(seconds, 2))
+        trial.set_user_attr("images_per_sec", round(images / max(seconds, 1e-9), 1))
+        trial.set_user_attr("oof_f1", macro_f1(labels, oof.argmax(axis=1), data.n_classes))
+        return float(statistics.fmean(fold_f1))
+
+
+def _record_failure(trial: optuna.Trial, reason: str) -> None:
+    reason = redact(reason)
+    log.warning("trial %d failed: %s", trial.number, reason)
+    trial.set_user_attr("fail_reason", reason)
+
+
+def _queue_retry(trial: optuna.Trial, root: int) -> None:
+    """The same bookkeeping as Optuna's heartbeat retry, so both kinds of retry resume alike."""
+    frozen = trial.storage.get_trial(trial._trial_id)
+    history = [*frozen.system_attrs.get("retry_history", []), trial.number]
+    trial.study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            system_attrs={"failed_trial": root, "retry_history": history},
+        )
+    )
+    log.info("trial %d interrupted; queued a retry that resumes from its checkpoints", trial.number)

@@ -1,0 +1,133 @@
+"""Create or reuse a study; its attrs hold everything a worker on any machine needs to run trials."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from hpo.errors import UserError
+from hpo.samplers import PRUNERS, SAMPLERS
+from hpo.space import SearchSpace, load_space
+from storage import open_storage, redact, storage_lock
+from training.config import DataConfig, RunConfig, apply_overrides
+from training.data import load_table
+
+__all__ = ["StudySpec", "create_study", "load_spec", "open_study"]
+
+DEFAULT_STORAGE = "sqlite:///.hpo/foldtune.db"
+_ATTR = "foldtune"  # study user attr holding the spec
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study is: space, base config, data fingerprint, sampler and pruner names, seed."""
+
+    space: SearchSpace
+    base: RunConfig
+    data_fingerprint: str
+    sampler: str
+    pruner: str
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space.to_dict(),
+            "base_config": self.base.to_dict(),
+            "data_fingerprint": self.data_fingerprint,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, where: str) -> StudySpec:
+        return cls(
+            space=SearchSpace.from_dict(raw["space"], where=where),
+            base=RunConfig.from_dict(raw["base_config"], where=where),
+            data_fingerprint=raw["data_fingerprint"],
+            sampler=raw["sampler"],
+            pruner=raw["pruner"],
+            seed=int(raw["seed"]),
+        )
+
+
+def storage_url(storage: str | None) -> str:
+    """Flag, then HPO_STORAGE, then the embedded SQLite file."""
+    return storage or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+
+
+def create_study(
+    name: str,
+    *,
+    space: str | Path,
+    data: str,
+    storage: str | None = None,
+    folds: int = 3,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int = 0,
+) -> tuple[optuna.Study, bool]:
+    """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created)."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler: unknown '{sampler}'; use one of: {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise UserError(f"--pruner: unknown '{pruner}'; use one of: {', '.join(PRUNERS)}")
+    if folds < 2:
+        raise UserError(f"--folds: {folds} is too few for k-fold cross-validation; use 2 or more")
+    loaded_space = load_space(space)
+    source = data if data == "sample" else str(Path(data).resolve())
+    table = load_table(source)
+    base = loaded_space.resolve(RunConfig(data=DataConfig(source=source)), {})
+    base = apply_overrides(base, {"cv.folds": folds, "cv.seed": seed}, where="hpo study create")
+    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed)
+    url = storage_url(storage)
+    backend = open_storage(url)
+    # Two `study create` racing on one name: the lock makes the loser see the winner's study.
+    with storage_lock(url, name=f"create:{name}"):
+        try:
+            study = optuna.load_study(study_name=name, storage=backend)
+        except KeyError:
+            study = optuna.create_study(study_name=name, storage=backend, direction="maximize")
+            study.set_user_attr(_ATTR, spec.to_dict())
+            return study, True
+    existing = load_spec(study)
+    _check_same(name, existing, spec)
+    return study, False
+
+
+def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, StudySpec]:
+    url = storage_url(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        raise UserError(
+            f"study '{name}' not found in {redact(url)}; create it with `hpo study create {name} ...` "
+            "or pass the right --storage"
+        ) from None
+    return study, load_spec(study)
+
+
+def load_spec(study: optuna.Study) -> StudySpec:
+    raw = study.user_attrs.get(_ATTR)
+    if raw is None:
+        raise UserError(
+            f"study '{study.study_name}' was not created by `hpo study create` "
+            "(no foldtune spec in its attrs); create a new study with hpo"
+        )
+    return StudySpec.from_dict(raw, where=f"study '{study.study_name}'")
+
+
+def _check_same(name: str, existing: StudySpec, wanted: StudySpec) -> None:
+    old, new = existing.to_dict(), wanted.to_dict()
+    # The data path may differ between machines; the fingerprint is what must match.
+    old["base_config"]["data"].pop("source"), new["base_config"]["data"].pop("source")
+    differing = [key for key in new if old[key] != new[key]]
+    if differing:
+        raise UserError(
+            f"study '{name}' already exists with a different {', '.join(differing)}; "
+            "use a new study name, or the same --space/--data/--folds/--sampler/--pruner/--seed as before"
+        )

@@ -1,0 +1,184 @@
+"""HPO core against real databases and real worker processes: budget, pruning, conditions, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.study import create_study
+from hpo.worker import run_workers
+from storage import open_storage
+from tests.databases import fresh_storage_url
+from tests.datasets import make_csv_dataset
+
+HPO = str(Path(sys.executable).parent / "hpo")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+SPACE = """
+description: tiny test space
+fixed:
+  model.name: test_resnet
+  data.image_size: 32
+  budget.max_epochs: {epochs}
+  budget.batch_size: 32
+  budget.patience: null
+  augment.preset: none
+params:
+  optim.name: {{type: categorical, choices: [sgd, adamw]}}
+  optim.lr: {{type: float, low: 1.0e-5, high: 1.0e-1, log: true}}
+  optim.momentum: {{type: float, low: 0.5, high: 0.95, when: {{optim.name: sgd}}}}
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # .hpo/ (cache, checkpoints, default storage) lands in the test's dir
+    return tmp_path
+
+
+@pytest.fixture
+def small_csv(workdir: Path) -> Path:
+    return make_csv_dataset(workdir / "data", classes=("a", "b", "c", "d"), per_class=12, size=(32, 32))
+
+
+def write_space(workdir: Path, epochs: int) -> Path:
+    path = workdir / f"space_{epochs}.yaml"
+    path.write_text(SPACE.format(epochs=epochs))
+    return path
+
+
+def hpo(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([HPO, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sqlite", "postgresql", "mariadb"])
+def test_concurrent_workers_finish_exactly_the_budget(mode: str, workdir: Path, small_csv: Path) -> None:
+    space = write_space(workdir, epochs=1)
+    with fresh_storage_url(mode, workdir) as url:
+        # Three creates racing on a fresh, empty database: one schema, one study, no error.
+        creates = [
+            hpo(
+                "study",
+                "create",
+                "race",
+                "--space",
+                str(space),
+                "--data",
+                str(small_csv),
+                "--storage",
+                url,
+                "--folds",
+                "2",
+                cwd=workdir,
+            )
+            for _ in range(3)
+        ]
+        outs = [p.communicate(timeout=300) for p in creates]
+        assert [p.returncode for p in creates] == [0, 0, 0], outs
+        # Two pools started at the same instant (as on two machines): 4 worker processes in all.
+        pools = [
+            hpo("worker", "race", "--storage", url, "--devices", "cpu:2", "--n-trials", "12", cwd=workdir)
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=600) for p in pools]
+        assert [p.returncode for p in pools] == [0, 0], outs
+        assert not any("database is locked" in err for _, err in outs)
+
+        trials = trials_of(url, "race")
+        finished = [t for t in trials if t.state in FINISHED]
+        assert len(finished) == 12
+        assert len({t.number for t in trials}) == len(trials)
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        for t in finished:  # conditional params only where their condition holds
+            assert ("optim.momentum" in t.params) == (t.params["optim.name"] == "sgd")
+        devices = {t.user_attrs["device"] for t in finished}
+        assert devices <= {"cpu#0", "cpu#1"} and len(devices) == 2
+
+
+@pytest.mark.slow
+def test_median_pruner_stops_bad_trials_early(workdir: Path, small_csv: Path) -> None:
+    space = write_space(workdir, epochs=4)
+    url = f"sqlite:///{workdir / 'prune.db'}"
+    create_study("prune", space=space, data=str(small_csv), storage=url, folds=2, pruner="median", seed=1)
+    codes = run_workers("prune", storage=url, devices="cpu", n_trials=10)
+    assert codes == [0]
+    trials = trials_of(url, "prune")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned, "no trial was pruned"
+    full = 2 * 4  # folds x max_epochs
+    assert all(sum(t.user_attrs["epochs"]) < full for t in pruned)
+    assert all(sum(t.user_attrs["epochs"]) == full for t in complete)
+    # Steps are fold * max_epochs + epoch, so pruners compare the same fold and epoch across trials.
+    assert all(set(t.intermediate_values) == set(range(1, full + 1)) for t in complete)
+
+
+@pytest.mark.slow
+def test_wilcoxon_reports_one_value_per_fold(workdir: Path, small_csv: Path) -> None:
+    space = write_space(workdir, epochs=1)
+    url = f"sqlite:///{workdir / 'wil.db'}"
+    create_study("wil", space=space, data=str(small_csv), storage=url, folds=3, pruner="wilcoxon")
+    assert run_workers("wil", storage=url, devices="cpu", n_trials=3) == [0]
+    complete = [t for t in trials_of(url, "wil") if t.state == TrialState.COMPLETE]
+    assert complete and all(set(t.intermediate_values) == {0, 1, 2} for t in complete)
+    assert all(len(t.user_attrs["fold_f1"]) == 3 for t in complete)
+
+
+@pytest.mark.slow
+def test_sigterm_hands_the_running_trial_back_and_a_retry_resumes(workdir: Path, small_csv: Path) -> None:
+    space = write_space(workdir, epochs=40)
+    url = f"sqlite:///{workdir / 'term.db'}"
+    create_study("term", space=space, data=str(small_csv), storage=url, folds=2, pruner="none")
+    pool = hpo("worker", "term", "--storage", url, "--devices", "cpu", "--n-trials", "1", cwd=workdir)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        running = [t for t in trials_of(url, "term") if t.state == TrialState.RUNNING]
+        if running and running[0].user_attrs.get("progress", {}).get("epoch", 0) >= 3:
+            break
+        time.sleep(0.5)
+    else:
+        pool.kill()
+        pytest.fail("no trial reached epoch 3")
+    pool.send_signal(signal.SIGTERM)
+    pool.communicate(timeout=60)  # bounded: the pool must stop well within its grace period
+
+    trials = trials_of(url, "term")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(failed) == 1 and len(waiting) == 1
+    assert waiting[0].system_attrs["failed_trial"] == failed[0].number
+    assert waiting[0].params == failed[0].params
+
+    finish = hpo("worker", "term", "--storage", url, "--devices", "cpu", "--n-trials", "1", cwd=workdir)
+    _, err = finish.communicate(timeout=600)
+    assert finish.returncode == 0, err
+    done = [t for t in trials_of(url, "term") if t.state == TrialState.COMPLETE]
+    assert len(done) == 1 and done[0].params == failed[0].params
+    assert done[0].user_attrs["resumed_epochs_fold_0"] >= 3  # resumed, not restarted from epoch 0
+
+
+@pytest.mark.slow
+def test_hpo_run_main_job_prints_best_f1_and_where_the_study_lives(tmp_path: Path) -> None:
+    env = {**os.environ, "HPO_STORAGE": ""}
+    out = subprocess.run(
+        [HPO, "run", "--n-trials", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "best macro-F1" in out.stdout
+    assert "sqlite:///" in out.stdout and (tmp_path / ".hpo" / "foldtune.db").exists()
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / '.hpo' / 'foldtune.db'}")
+    assert len([t for t in study.trials if t.state in FINISHED]) == 2

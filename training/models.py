@@ -1,0 +1,235 @@
+"""Models by timm name: creation with local or offline-cached weights, freezing, input requirements.
+
+Weights never come from the network: ``model.pretrained`` is False (random init), a local weights
+file, or True for the Hugging Face cache used offline. A missing file or cache entry is a
+ConfigError raised before timm is called, so nothing waits on a download that cannot happen.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from timm.data import resolve_data_config
+from timm.models import get_pretrained_cfg, group_parameters
+from timm.utils import freeze
+from torch import nn
+
+from training.config import ConfigError, ModelConfig
+
+__all__ = ["apply_freeze", "build_model", "min_input_size", "normalization", "stage_count"]
+
+logger = logging.getLogger(__name__)
+
+# timm's own order of preference for weight files in a Hugging Face repo
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# what timm.utils.freeze can turn into FrozenBatchNorm2d (BatchNormAct2d subclasses BatchNorm2d)
+_BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """Create ``cfg.name`` from timm with a fresh ``num_classes`` classifier and optional weights.
+
+    Raises:
+        ConfigError: unknown model name, missing weights file or cache entry, weights that do not
+            fit the architecture, or an option the model does not support.
+    """
+    _check_name(cfg.name)
+    kwargs: dict = {"num_classes": num_classes}
+    if cfg.drop_rate > 0:  # passed only when set: a few timm models take no drop_rate at all
+        kwargs["drop_rate"] = cfg.drop_rate
+
+    source = "random init"
+    if cfg.pretrained is not False:
+        file = _local_file(cfg.pretrained) if isinstance(cfg.pretrained, str) else _cached_file(cfg.name)
+        # timm loads `file` instead of downloading, and drops the classifier when num_classes differs
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(file)})
+        source = str(file)
+
+    try:
+        model = timm.create_model(cfg.name, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(
+            f"model.name: timm model '{cfg.name}' rejected an option ({exc}); "
+            "set model.drop_rate to 0 or choose another model"
+        ) from None
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        if source == "random init":
+            raise
+        raise ConfigError(
+            f"model.pretrained: weights in '{source}' do not fit '{cfg.name}' "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            "use weights saved from this architecture or set it to false"
+        ) from None
+    logger.info("built %s with %d classes (%s)", cfg.name, num_classes, source)
+    return model
+
+
+def apply_freeze(model: nn.Module, mode: str) -> None:
+    """Make parameters trainable per ``mode``: "none", "head" (classifier only) or "stages:N".
+
+    "stages:N" freezes the stem plus the first N stages, as timm's coarse parameter groups define
+    them (``model.group_matcher(coarse=True)``). Frozen BatchNorm layers become FrozenBatchNorm2d:
+    a frozen layer should compute what it computed before training, and ``model.train()`` would
+    otherwise let its running statistics drift with every batch, which matters most for the small
+    batches that fine-tuning runs with.
+    """
+    for param in model.parameters():
+        param.requires_grad_(True)
+    if mode == "none":
+        return
+    head = _classifier_param_names(model)
+    if mode == "head":
+        frozen = {name for name, _ in model.named_parameters() if name not in head}
+    elif match := re.fullmatch(r"stages:(\d+)", mode):
+        stem, stages = _stem_and_stages(model, head)
+        n = int(match.group(1))
+        if n > len(stages):
+            raise ConfigError(
+                f"model.freeze: '{mode}' asks for {n} stages but {type(model).__name__} has "
+                f"{len(stages)}; use stages:0 to stages:{len(stages)} or 'head'"
+            )
+        frozen = set(stem).union(*stages[:n])
+    else:
+        raise ConfigError(f"model.freeze: unknown mode '{mode}'; use 'none', 'head' or 'stages:N'")
+    _freeze(model, frozen)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("freeze=%s: %d trainable parameters", mode, trainable)
+
+
+def stage_count(model: nn.Module) -> int:
+    """How many stages ``stages:N`` can freeze for this model."""
+    return len(_stem_and_stages(model, _classifier_param_names(model))[1])
+
+
+def normalization(model: nn.Module) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The (mean, std) the model's weights were trained with, from its pretrained config."""
+    data_cfg = resolve_data_config({}, model=model)
+    mean = tuple(float(v) for v in data_cfg["mean"])
+    std = tuple(float(v) for v in data_cfg["std"])
+    return mean, std  # type: ignore[return-value]
+
+
+def min_input_size(model: nn.Module) -> int:
+    """Smallest square image side that still leaves the last feature map at least 1x1.
+
+    That is the model's total stride (the reduction of its last feature stage); models with a fixed
+    input size (most ViTs) need exactly their configured size.
+    """
+    pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    if pretrained_cfg.get("fixed_input_size"):
+        return int(pretrained_cfg["input_size"][-1])
+    sizes = [1]
+    if pretrained_cfg.get("min_input_size"):
+        sizes.append(int(pretrained_cfg["min_input_size"][-1]))
+    feature_info = getattr(model, "feature_info", None)
+    if feature_info:
+        sizes.append(int(feature_info[-1]["reduction"]))
+    else:
+        sizes.append(32)  # the usual total stride of an ImageNet classifier
+    return max(sizes)
+
+
+# --- weights ------------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models() for the names"
+    raise ConfigError(f"model.name: unknown timm model '{name}'; {hint}")
+
+
+def _local_file(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"model.pretrained: weights file '{value}' not found; give an existing "
+            ".safetensors/.pth/.bin file, true for the offline Hugging Face cache, or false"
+        )
+    return path
+
+
+def _cached_file(name: str) -> Path:
+    """The weights of ``name`` in the local Hugging Face (or torch hub) cache, never downloading."""
+    # Anything that does reach huggingface_hub after this (or in a child process) stays offline.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    pretrained_cfg = get_pretrained_cfg(name)
+    if pretrained_cfg is None or not (pretrained_cfg.hf_hub_id or pretrained_cfg.url):
+        raise ConfigError(
+            f"model.pretrained: timm has no pretrained weights for '{name}'; "
+            "set model.pretrained to a local weights file or to false"
+        )
+    cache = _hf_cache_dir()
+    if pretrained_cfg.hf_hub_id:
+        repo, _, revision = pretrained_cfg.hf_hub_id.partition("@")
+        filenames = (pretrained_cfg.hf_hub_filename,) if pretrained_cfg.hf_hub_filename else _HF_WEIGHT_FILES
+        for filename in filenames:
+            found = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision or None)
+            if isinstance(found, str):
+                return Path(found)
+        missing = f"Hugging Face repo '{repo}' is not in the cache {cache}"
+    else:
+        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(pretrained_cfg.url).path).name
+        if checkpoint.is_file():
+            return checkpoint
+        missing = f"{checkpoint} is not in the torch hub cache"
+    raise ConfigError(
+        f"model.pretrained: weights for '{name}' not available offline ({missing}); download them "
+        "on a machine with internet into the same HF_HOME, point model.pretrained at a local "
+        "weights file, or set it to false"
+    )
+
+
+def _hf_cache_dir() -> str:
+    # Read at call time: huggingface_hub fixes its constants when first imported.
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    return hf_constants.HF_HUB_CACHE
+
+
+# --- freezing -----------------------------------------------------------------------------------
+
+
+def _classifier_param_names(model: nn.Module) -> set[str]:
+    classifier = model.get_classifier()
+    modules = classifier if isinstance(classifier, tuple | list) else (classifier,)
+    ids = {id(p) for module in modules for p in module.parameters()}
+    return {name for name, p in model.named_parameters() if id(p) in ids}
+
+
+def _stem_and_stages(model: nn.Module, head: set[str]) -> tuple[list[str], list[list[str]]]:
+    """Parameter names of the stem and of each stage, in forward order, from timm's coarse groups."""
+    matcher = model.group_matcher(coarse=True)
+    groups = [names for _, names in sorted(group_parameters(model, matcher).items())]
+    # the last group(s) hold the classifier, with whatever norm/pool sits next to it
+    body = [names for names in groups if head.isdisjoint(names)]
+    if isinstance(matcher, dict) and matcher.get("stem") and body:
+        return body[0], body[1:]
+    return [], body
+
+
+def _freeze(model: nn.Module, frozen: set[str]) -> None:
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    frozen_norms = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, _BATCH_NORMS)
+        and module.affine
+        and all(f"{name}.{p}" in frozen for p, _ in module.named_parameters(recurse=False))
+    ]
+    if frozen_norms:
+        freeze(model, frozen_norms, include_bn_running_stats=True)
