@@ -67,6 +67,9 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log deta
         handlers=[RichHandler(console=err, show_path=False)],
         force=True,
     )
+    import optuna
+
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
 
 
 # ---------------------------------------------------------------- study
@@ -269,32 +272,41 @@ def _finished(study) -> int:
 
 
 def _with_trial_progress(name: str, storage: str | None, target: int | None, work: Callable) -> Any:
-    """Run ``work(on_poll, on_cache)`` under progress bars for data caching and finished trials."""
+    """Run ``work(on_poll, on_cache)`` under progress bars for data caching and finished trials.
+
+    The bars appear with the first report, so input errors raised before any work stay one line.
+    """
     from hpo.status import study_status
     from hpo.study import open_study
 
     study, _ = open_study(name, storage)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
-        cache_task = progress.add_task("decoding images", total=None, visible=False)
-        trials_task = progress.add_task("trials", total=target)
-        last = [0.0]
+    progress = Progress(*columns, console=err, transient=False)
+    cache_task = progress.add_task("decoding images", total=None, visible=False)
+    trials_task = progress.add_task("trials", total=target)
+    last = [0.0]
 
-        def on_cache(done: int, total: int) -> None:
-            progress.update(cache_task, completed=done, total=total, visible=True)
+    def on_cache(done: int, total: int) -> None:
+        progress.start()
+        progress.update(cache_task, completed=done, total=total, visible=True)
 
-        def on_poll() -> None:
-            if time.time() - last[0] < 1.0:
-                return
-            last[0] = time.time()
-            s = study_status(study)
-            best = f"best {s.best_value:.4f}" if s.best_value is not None else "no result yet"
-            running = "; ".join(f"#{r.number} {r.progress}" for r in s.running)
-            done = s.counts.get("complete", 0) + s.counts.get("pruned", 0)
-            progress.update(trials_task, completed=done, description=f"trials ({best}) {running}")
+    def on_poll() -> None:
+        if time.time() - last[0] < 1.0:
+            return
+        progress.start()
+        last[0] = time.time()
+        s = study_status(study)
+        best = f"best {s.best_value:.4f}" if s.best_value is not None else "no result yet"
+        running = "; ".join(f"#{r.number} {r.progress}" for r in s.running)
+        done = s.counts.get("complete", 0) + s.counts.get("pruned", 0)
+        progress.update(trials_task, completed=done, description=f"trials ({best}) {running}")
 
+    try:
         result = work(on_poll, on_cache)
+        last[0] = 0.0
         on_poll()
+    finally:
+        progress.stop()
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,11 @@ import optuna
 from hpo.errors import UserError
 from hpo.samplers import PRUNERS, SAMPLERS
 from hpo.space import SearchSpace, load_space
-from storage import open_storage, redact, storage_lock
+from storage import normalize_url, open_storage, redact, storage_lock
 from training.config import DataConfig, RunConfig, apply_overrides
 from training.data import load_table
 
-__all__ = ["StudySpec", "create_study", "load_spec", "open_study"]
+__all__ = ["StudySpec", "create_study", "load_spec", "open_study", "storage_url", "study_lock"]
 
 DEFAULT_STORAGE = "sqlite:///.hpo/foldtune.db"
 _ATTR = "foldtune"  # study user attr holding the spec
@@ -55,6 +56,11 @@ class StudySpec:
         )
 
 
+def study_lock(url: str, name: str) -> AbstractContextManager:
+    """A storage-wide mutex; a gRPC proxy offers none, so there budgets and creation are best effort."""
+    return nullcontext() if normalize_url(url).startswith("grpc://") else storage_lock(url, name=name)
+
+
 def storage_url(storage: str | None) -> str:
     """Flag, then HPO_STORAGE, then the embedded SQLite file."""
     return storage or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
@@ -87,7 +93,7 @@ def create_study(
     url = storage_url(storage)
     backend = open_storage(url)
     # Two `study create` racing on one name: the lock makes the loser see the winner's study.
-    with storage_lock(url, name=f"create:{name}"):
+    with study_lock(url, f"create:{name}"):
         try:
             study = optuna.load_study(study_name=name, storage=backend)
         except KeyError:

@@ -25,8 +25,8 @@ from optuna.trial import TrialState
 
 from hpo.errors import UserError
 from hpo.samplers import build_pruner, build_sampler
-from hpo.study import StudySpec, load_spec, open_study, storage_url
-from storage import open_storage, storage_lock
+from hpo.study import StudySpec, open_study, storage_url, study_lock
+from storage import open_storage
 
 __all__ = ["BudgetReached", "BudgetedStudy", "Slot", "gpu_count", "parse_devices", "run_workers"]
 
@@ -108,7 +108,7 @@ class BudgetedStudy(optuna.Study):
                 raise BudgetReached("time is up")
             if self._n_trials is None:
                 return super().ask(fixed_distributions)
-            with storage_lock(self._url, name=f"budget:{self.study_name}"):
+            with study_lock(self._url, f"budget:{self.study_name}"):
                 finished, running = self._count(_FINISHED), self._count((TrialState.RUNNING,))
                 if finished >= self._n_trials:
                     raise BudgetReached(f"{finished} trials finished")
@@ -228,10 +228,10 @@ def _worker_main(
     torch.set_num_threads(slot.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     host = socket.gethostname()
-    study, spec = open_study(name, url)
+    _, spec = open_study(name, url)
     # Distinct, reproducible seeds per process and host, so parallel workers do not propose twins.
     seed = spec.seed * 10_007 + rank + zlib.crc32(host.encode()) % 1000
-    budgeted = BudgetedStudy(name, url, load_spec(study), n_trials=n_trials, deadline=deadline, seed=seed)
+    budgeted = BudgetedStudy(name, url, spec, n_trials=n_trials, deadline=deadline, seed=seed)
     objective = Objective(
         spec, device=slot.device, checkpoint_root=checkpoint_dir, data_source=data, device_label=slot.label
     )

@@ -1,0 +1,174 @@
+"""The `hpo` CLI in-process: help, study create/reuse/conflict, status, space show, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from hpo.cli import app
+from tests.datasets import make_csv_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HPO_STORAGE", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def csv(workdir: Path) -> Path:
+    return make_csv_dataset(workdir / "data", classes=("a", "b", "c"), per_class=8, size=(32, 32))
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, *needles: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpo: error: "), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+def test_help_lists_every_command() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "study", "worker", "status", "space", "storage"):
+        assert command in result.stdout
+
+
+def test_space_show_prints_params_and_conditions() -> None:
+    result = invoke("space", "show", "quick")
+    assert result.exit_code == 0
+    assert "optim.lr" in result.stdout and "optim.momentum" in result.stdout and "sgd" in result.stdout
+
+
+def test_study_create_reuse_and_conflict(workdir: Path, csv: Path) -> None:
+    args = ("study", "create", "s1", "--space", "quick", "--data", str(csv), "--folds", "2")
+    first = invoke(*args)
+    assert first.exit_code == 0 and "created" in first.stdout
+    again = invoke(*args)
+    assert again.exit_code == 0 and "reusing" in again.stdout
+    conflict = invoke(*args[:-1], "3")
+    assert_one_line_error(conflict, "s1", "different", "new study name")
+    assert (workdir / ".hpo" / "foldtune.db").exists()
+
+    status = invoke("status", "s1", "--json")
+    assert status.exit_code == 0
+    assert json.loads(status.stdout)["counts"] == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("status", "nope"), ("study 'nope' not found", "hpo study create")),
+        (("worker", "nope", "--devices", "cpu"), ("not found",)),
+        (
+            ("study", "create", "x", "--space", "quick", "--data", "sample", "--sampler", "bogus"),
+            ("--sampler",),
+        ),
+        (
+            ("study", "create", "x", "--space", "quick", "--data", "sample", "--pruner", "bogus"),
+            ("--pruner",),
+        ),
+        (("study", "create", "x", "--space", "nope.yaml", "--data", "sample"), ("nope.yaml",)),
+        (("study", "create", "x", "--space", "quick", "--data", "missing_dir"), ("missing_dir",)),
+        (("status", "x", "--storage", "oracle://u@h/db"), ("oracle",)),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    workdir: Path, args: tuple[str, ...], needles: tuple[str, ...]
+) -> None:
+    assert_one_line_error(invoke(*args), *needles)
+
+
+def test_worker_rejects_bad_devices_and_budgets(workdir: Path, csv: Path) -> None:
+    assert invoke("study", "create", "w", "--space", "quick", "--data", str(csv)).exit_code == 0
+    assert_one_line_error(invoke("worker", "w", "--devices", "7"), "GPU 7 does not exist")
+    assert_one_line_error(invoke("worker", "w", "--devices", "cpu:0"), "cpu:0")
+    assert_one_line_error(invoke("worker", "w", "--devices", "cpu", "--n-trials", "0"), "--n-trials")
+
+
+def test_password_never_printed(workdir: Path) -> None:
+    line = assert_one_line_error(invoke("status", "s", "--storage", "postgresql://ann:s3cr3t@127.0.0.1:1/db"))
+    assert "s3cr3t" not in line and "***" in line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_workers_through_the_grpc_proxy(workdir: Path, csv: Path) -> None:
+    hpo = str(Path(sys.executable).parent / "hpo")
+    port = _free_port()
+    backend = f"sqlite:///{workdir / 'proxied.db'}"
+    server = subprocess.Popen(
+        [hpo, "storage", "serve", "--storage", backend, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proxy = f"grpc://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        space = workdir / "tiny.yaml"
+        space.write_text(
+            "fixed: {model.name: test_resnet, data.image_size: 32, budget.max_epochs: 1,"
+            " augment.preset: none}\n"
+            "params:\n  optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        )
+        created = invoke(
+            "study",
+            "create",
+            "g",
+            "--space",
+            str(space),
+            "--data",
+            str(csv),
+            "--storage",
+            proxy,
+            "--folds",
+            "2",
+        )
+        assert created.exit_code == 0, created.output
+        out = subprocess.run(
+            [hpo, "worker", "g", "--storage", proxy, "--devices", "cpu:2", "--n-trials", "3"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=workdir,
+        )
+        assert out.returncode == 0, out.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    trials = optuna.load_study(study_name="g", storage=backend).get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    # Without a storage-wide lock the budget is best effort: at most one extra trial per extra worker.
+    assert 3 <= len(finished) <= 4
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
