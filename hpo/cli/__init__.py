@@ -1,0 +1,9 @@
+"""`hpo`: the one command-line face of foldtune (typer + rich). Commands parse, call the library, print.
+
+Each module registers its commands on the shared app; importing them here assembles the CLI.
+"""
+
+from hpo.cli import spaces_storage, study  # noqa: F401  (registers commands)
+from hpo.cli._app import app
+
+__all__ = ["app"]

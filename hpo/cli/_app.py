@@ -1,0 +1,70 @@
+"""The typer app, shared options, consoles and the one-line error handling of every command."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from hpo.errors import USER_ERRORS
+
+__all__ = ["StorageOpt", "app", "console", "err", "space_app", "storage_app", "study_app", "user_errors"]
+
+app = typer.Typer(
+    help="Hyperparameter optimization for image classifiers: Optuna studies, GPU workers, pruned k-fold.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold database URLs with passwords
+)
+study_app = typer.Typer(help="Create and inspect studies.", no_args_is_help=True)
+space_app = typer.Typer(help="Inspect YAML search spaces.", no_args_is_help=True)
+storage_app = typer.Typer(help="Study storage: schema upgrades and the gRPC proxy.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+app.add_typer(space_app, name="space")
+app.add_typer(storage_app, name="storage")
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Study storage: sqlite:///file.db, postgresql://..., mysql://..., a .log journal file, "
+        "grpc://host:port. Default: $HPO_STORAGE, else sqlite:///.hpo/foldtune.db",
+        show_default=False,
+    ),
+]
+
+
+def user_errors(fn: F) -> F:
+    """Bad input becomes one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            sys.stderr.write(f"hpo: error: {' '.join(str(exc).split())}\n")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+        force=True,
+    )
+    import optuna
+
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
