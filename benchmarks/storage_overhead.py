@@ -389,7 +389,9 @@ def _context_lines(outcomes: list[Outcome]) -> list[str]:
         ok = [o for o in outcomes if o.setup.storage == storage and o.setup.variant == "foldtune"]
         ok = sorted((o for o in ok if o.status == "ok"), key=lambda o: o.setup.workers)
         if ok:
-            lines.append(f"  {storage}: " + "; ".join(_overhead_text(o) for o in dict.fromkeys([ok[0], ok[-1]])))
+            lines.append(
+                f"  {storage}: " + "; ".join(_overhead_text(o) for o in dict.fromkeys([ok[0], ok[-1]]))
+            )
     wrong = [
         o
         for o in outcomes

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from hpo.errors import UserError
+from hpo.observers import TrialObserver
 from hpo.samplers import FOLD_LEVEL_PRUNERS
 from hpo.study import StudySpec
 from storage import redact
@@ -54,6 +56,7 @@ class Objective:
         checkpoint_root: str | Path,
         data_source: str | None = None,
         device_label: str | None = None,
+        observer: TrialObserver | None = None,
     ) -> None:
         overrides: dict[str, Any] = {"budget.device": device}
         if data_source:
@@ -63,6 +66,7 @@ class Objective:
         self.checkpoint_root = Path(checkpoint_root)
         self.device_label = device_label or device
         self.fold_level = spec.pruner in FOLD_LEVEL_PRUNERS
+        self.observer = observer or TrialObserver()
         data = load_data(self.base.data)  # build or open the decoded cache once, before any trial
         if data.table.fingerprint() != spec.data_fingerprint:
             raise UserError(
@@ -78,30 +82,41 @@ class Objective:
         trial.set_user_attr("device", self.device_label)
         root = root_trial_number(trial)
         ckpt_dir = self.checkpoint_root / trial.study.study_name / f"trial-{root}"
+        self.observer.on_trial_start(trial, config)
         try:
             value = self._run_folds(trial, config, ckpt_dir)
         except DivergedError as exc:
             trial.set_user_attr("prune_reason", str(exc))
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            self._end(trial, ckpt_dir, TrialState.PRUNED, None, str(exc))
             raise optuna.TrialPruned(str(exc)) from None
-        except optuna.TrialPruned:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        except optuna.TrialPruned as exc:
+            self._end(trial, ckpt_dir, TrialState.PRUNED, None, str(exc))
             raise
         except KeyboardInterrupt:
             # Interrupted, not wrong: keep checkpoints and queue the same params to run again.
             _queue_retry(trial, root)
+            self.observer.on_trial_end(trial, TrialState.FAIL, None, "interrupted; queued for retry")
             raise
         except torch.OutOfMemoryError as exc:
-            _record_failure(trial, f"out of memory: {exc}; lower budget.batch_size or data.image_size")
+            reason = _record_failure(
+                trial, f"out of memory: {exc}; lower budget.batch_size or data.image_size"
+            )
             torch.cuda.empty_cache()
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            self._end(trial, ckpt_dir, TrialState.FAIL, None, reason)
             raise
         except Exception as exc:
-            _record_failure(trial, f"{type(exc).__name__}: {exc}")
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            reason = _record_failure(trial, f"{type(exc).__name__}: {exc}")
+            self._end(trial, ckpt_dir, TrialState.FAIL, None, reason)
             raise
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        self._end(trial, ckpt_dir, TrialState.COMPLETE, value, None)
         return value
+
+    def _end(
+        self, trial: optuna.Trial, ckpt_dir: Path, state: TrialState, value: float | None, reason: str | None
+    ):
+        """A finished trial needs its checkpoints no more (an interrupted one keeps them for its retry)."""
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        self.observer.on_trial_end(trial, state, value, reason)
 
     def _run_folds(self, trial: optuna.Trial, config: RunConfig, ckpt_dir: Path) -> float:
         data = load_data(config.data)
@@ -120,6 +135,7 @@ class Objective:
                     "progress",
                     {"fold": k + 1, "folds": len(folds), "epoch": stats.epoch, "epochs": max_epochs},
                 )
+                self.observer.on_epoch(trial, k, stats)
                 if self.fold_level:
                     return
                 trial.report(stats.f1, k * max_epochs + stats.epoch)
@@ -142,6 +158,7 @@ class Objective:
             seconds += sum(h.seconds for h in result.history)
             images += sum(h.images_per_sec * h.seconds for h in result.history)
             oof[val_idx] = result.oof_probs
+            self.observer.on_fold(trial, k, result)
             trial.set_user_attr("fold_f1", fold_f1)
             trial.set_user_attr("epochs", epochs)
             if result.resumed_epochs:
@@ -160,10 +177,11 @@ class Objective:
         return float(statistics.fmean(fold_f1))
 
 
-def _record_failure(trial: optuna.Trial, reason: str) -> None:
+def _record_failure(trial: optuna.Trial, reason: str) -> str:
     reason = redact(reason)
     log.warning("trial %d failed: %s", trial.number, reason)
     trial.set_user_attr("fail_reason", reason)
+    return reason
 
 
 def _queue_retry(trial: optuna.Trial, root: int) -> None:

@@ -224,16 +224,22 @@ def _worker_main(
     import torch
 
     from hpo.objective import Objective
+    from hpo.observers import observers_for
 
     torch.set_num_threads(slot.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     host = socket.gethostname()
-    _, spec = open_study(name, url)
+    study, spec = open_study(name, url)
     # Distinct, reproducible seeds per process and host, so parallel workers do not propose twins.
     seed = spec.seed * 10_007 + rank + zlib.crc32(host.encode()) % 1000
     budgeted = BudgetedStudy(name, url, spec, n_trials=n_trials, deadline=deadline, seed=seed)
     objective = Objective(
-        spec, device=slot.device, checkpoint_root=checkpoint_dir, data_source=data, device_label=slot.label
+        spec,
+        device=slot.device,
+        checkpoint_root=checkpoint_dir,
+        data_source=data,
+        device_label=slot.label,
+        observer=observers_for(study),
     )
     remaining = None if deadline is None else max(1e-3, deadline - time.time())
     try:

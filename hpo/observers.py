@@ -1,0 +1,65 @@
+"""Trial observers: side channels (MLflow runs, dashboard artifacts) that watch trials without steering them.
+
+The objective calls every observer at trial start, each epoch, each finished fold and trial end. An
+observer failing is logged and ignored: tracking must never fail or prune a trial.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from training.config import RunConfig
+from training.loop import EpochStats, FitResult
+
+__all__ = ["ObserverGroup", "TrialObserver", "observers_for"]
+
+log = logging.getLogger(__name__)
+
+
+class TrialObserver:
+    """Override what you need; every hook defaults to doing nothing."""
+
+    def on_trial_start(self, trial: optuna.Trial, config: RunConfig) -> None: ...
+
+    def on_epoch(self, trial: optuna.Trial, fold: int, stats: EpochStats) -> None: ...
+
+    def on_fold(self, trial: optuna.Trial, fold: int, result: FitResult) -> None: ...
+
+    def on_trial_end(
+        self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None
+    ) -> None: ...
+
+
+class ObserverGroup(TrialObserver):
+    """Fans each hook out to several observers, isolating their failures."""
+
+    def __init__(self, observers: Sequence[TrialObserver] = ()) -> None:
+        self.observers = list(observers)
+
+    def _each(self, hook: str, *args: object) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, hook)(*args)
+            except Exception as exc:
+                log.warning("%s.%s failed (ignored): %s", type(observer).__name__, hook, exc)
+
+    def on_trial_start(self, trial, config) -> None:
+        self._each("on_trial_start", trial, config)
+
+    def on_epoch(self, trial, fold, stats) -> None:
+        self._each("on_epoch", trial, fold, stats)
+
+    def on_fold(self, trial, fold, result) -> None:
+        self._each("on_fold", trial, fold, result)
+
+    def on_trial_end(self, trial, state, value, reason) -> None:
+        self._each("on_trial_end", trial, state, value, reason)
+
+
+def observers_for(study: optuna.Study) -> ObserverGroup:
+    """The observers a worker attaches to its objective, as configured in the study's attrs."""
+    return ObserverGroup([])
