@@ -182,3 +182,52 @@ def test_hpo_run_main_job_prints_best_f1_and_where_the_study_lives(tmp_path: Pat
     assert "sqlite:///" in out.stdout and (tmp_path / ".hpo" / "foldtune.db").exists()
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / '.hpo' / 'foldtune.db'}")
     assert len([t for t in study.trials if t.state in FINISHED]) == 2
+
+
+def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Path, small_csv: Path) -> None:
+    from hpo.objective import Objective
+    from hpo.observers import ObserverGroup, TrialObserver
+    from hpo.study import open_study
+
+    class Recorder(TrialObserver):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def on_trial_start(self, trial, config) -> None:
+            self.calls.append("start")
+
+        def on_epoch(self, trial, fold, stats) -> None:
+            self.calls.append(f"epoch {fold}.{stats.epoch}")
+
+        def on_fold(self, trial, fold, result) -> None:
+            self.calls.append(f"fold {fold}")
+
+        def on_trial_end(self, trial, state, value, reason) -> None:
+            self.calls.append(f"end {state.name}")
+
+    class Broken(TrialObserver):
+        def on_epoch(self, trial, fold, stats) -> None:
+            raise RuntimeError("tracking server down")
+
+    url = f"sqlite:///{workdir / 'obs.db'}"
+    create_study(
+        "obs", space=write_space(workdir, epochs=2), data=str(small_csv), storage=url, folds=2, pruner="none"
+    )
+    study, spec = open_study("obs", url)
+    recorder = Recorder()
+    objective = Objective(
+        spec, device="cpu", checkpoint_root=workdir / "ckpt", observer=ObserverGroup([Broken(), recorder])
+    )
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert recorder.calls == [
+        "start",
+        "epoch 0.1",
+        "epoch 0.2",
+        "fold 0",
+        "epoch 1.1",
+        "epoch 1.2",
+        "fold 1",
+        "end COMPLETE",
+    ]
+    assert not (workdir / "ckpt" / "obs" / "trial-0").exists()  # a finished trial's checkpoints are removed
