@@ -177,6 +177,7 @@ def test_unlabeled_directory_and_csv(tmp_path: Path) -> None:
     (tmp_path / "test" / "info.txt").write_text("x")
     table = load_unlabeled(tmp_path / "test")
     assert table.ids == table.paths == ("a.jpg", "b.png", "sub/c.webp")
+    assert table.layout == "files"
     assert all(table.file(i).is_file() for i in range(len(table)))
 
     csv_path = _write_csv(tmp_path / "test" / "list.csv", "path\nsub/c.webp\nb.png\n")
@@ -230,6 +231,7 @@ def test_mask_eval_ids_in_info_csv_order(tmp_path: Path) -> None:
     assert list(expected) != sorted(expected)  # order must come from the CSV, not the filesystem
     table = load_unlabeled(root)
     assert table.ids == expected
+    assert table.layout == "mask"  # predict writes the submission's ImageID,ans for this layout
     assert all(table.file(i).is_file() for i in range(len(table)))
     assert table.root == (root / "eval" / "images").resolve()
     assert load_unlabeled(root / "eval").ids == expected

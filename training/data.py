@@ -90,6 +90,7 @@ class UnlabeledTable:
     root: Path
     paths: tuple[str, ...]
     ids: tuple[str, ...]  # ImageID for the mask layout, else the relative path
+    layout: str = "files"  # "mask": the competition's eval split (submission ImageID,ans), else "files"
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -388,7 +389,7 @@ def _load_mask_eval(path: Path) -> UnlabeledTable:
     images = (eval_dir / "images").resolve()
     ids = tuple(row["ImageID"] for _, row in rows)
     paths = tuple(_manifest_path(images, row["ImageID"], f"{info} row {line}") for line, row in rows)
-    return UnlabeledTable(images, paths, ids)
+    return UnlabeledTable(images, paths, ids, layout="mask")
 
 
 # ---------------------------------------------------------------------------------------------
