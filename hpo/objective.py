@@ -125,6 +125,7 @@ class Objective:
         max_epochs = config.budget.max_epochs
         fold_f1: list[float] = []
         epochs: list[int] = []
+        best_epochs: list[int] = []  # what `hpo retrain --mode full` trains on all data for
         seconds = images = 0.0
         oof = np.zeros((len(labels), data.n_classes), dtype=np.float32)
 
@@ -155,12 +156,14 @@ class Objective:
             )
             fold_f1.append(result.best_f1)
             epochs.append(len(result.history))
+            best_epochs.append(result.best_epoch)
             seconds += sum(h.seconds for h in result.history)
             images += sum(h.images_per_sec * h.seconds for h in result.history)
             oof[val_idx] = result.oof_probs
             self.observer.on_fold(trial, k, result)
             trial.set_user_attr("fold_f1", fold_f1)
             trial.set_user_attr("epochs", epochs)
+            trial.set_user_attr("best_epochs", best_epochs)
             if result.resumed_epochs:
                 trial.set_user_attr(f"resumed_epochs_fold_{k}", result.resumed_epochs)
             if self.fold_level:

@@ -220,6 +220,8 @@ def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Pat
     )
     study.optimize(objective, n_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE
+    assert all(1 <= e <= 2 for e in study.trials[0].user_attrs["best_epochs"])  # one per fold
+    assert len(study.trials[0].user_attrs["best_epochs"]) == 2
     assert recorder.calls == [
         "start",
         "epoch 0.1",
