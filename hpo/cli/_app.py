@@ -14,7 +14,18 @@ from rich.logging import RichHandler
 
 from hpo.errors import USER_ERRORS
 
-__all__ = ["StorageOpt", "app", "console", "err", "space_app", "storage_app", "study_app", "user_errors"]
+__all__ = [
+    "StorageOpt",
+    "app",
+    "console",
+    "data_app",
+    "err",
+    "quiet",
+    "space_app",
+    "storage_app",
+    "study_app",
+    "user_errors",
+]
 
 app = typer.Typer(
     help="Hyperparameter optimization for image classifiers: Optuna studies, GPU workers, pruned k-fold.",
@@ -26,11 +37,20 @@ space_app = typer.Typer(help="Inspect YAML search spaces.", no_args_is_help=True
 storage_app = typer.Typer(help="Study storage: schema upgrades and the gRPC proxy.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")
+data_app = typer.Typer(help="Check a dataset and write an EDA report.", no_args_is_help=True)
 app.add_typer(storage_app, name="storage")
+app.add_typer(data_app, name="data")
 
 console = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+_settings = {"quiet": False}  # set by the app callback on every invocation
+
+
+def quiet() -> bool:
+    """True under ``hpo --quiet``: no progress bars or log chatter; results and errors still print."""
+    return _settings["quiet"]
+
 
 StorageOpt = Annotated[
     str | None,
@@ -58,13 +78,19 @@ def user_errors(fn: F) -> F:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    quiet_: Annotated[
+        bool, typer.Option("--quiet", "-q", help="For scripts: no progress bars or warnings, only results.")
+    ] = False,
+) -> None:
+    _settings["quiet"] = quiet_ and not verbose
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.ERROR if quiet_ else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False)],
         force=True,
     )
     import optuna
 
-    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.ERROR if quiet_ else logging.WARNING)

@@ -10,7 +10,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpo.cli._app import console, err
+from hpo.cli._app import console, err, quiet
 
 __all__ = ["finished_count", "print_status", "with_trial_progress"]
 
@@ -31,7 +31,7 @@ def with_trial_progress(name: str, storage: str | None, target: int | None, work
 
     study, _ = open_study(name, storage)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    progress = Progress(*columns, console=err, transient=False)
+    progress = Progress(*columns, console=err, transient=False, disable=quiet())
     cache_task = progress.add_task("decoding images", total=None, visible=False)
     trials_task = progress.add_task("trials", total=target)
     last = [0.0]
