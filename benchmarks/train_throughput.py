@@ -179,7 +179,7 @@ def main() -> None:
         ["cached vs decode-per-epoch", "384x512 JPEG -> 224, 1 core", cached, decoded, cached / decoded, 8.0],
     ]
     report(
-        f"train_throughput_{device.type}",
+        f"train_throughput_{device.type}_{args.model}",
         f"Trainer throughput on {device} (images/s)",
         ["comparison", "setup", "ours img/s", "baseline img/s", "ratio", "goal"],
         rows,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -46,15 +48,27 @@ def load_data(cfg: DataConfig, progress: Callable[[int, int], None] | None = Non
 class _Batches(Dataset):
     """Item i is a whole batch: one fancy-indexed read of the memmap instead of batch_size reads."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batches: list[np.ndarray], augment) -> None:
-        self.images, self.labels, self.batches, self.augment = images, labels, batches, augment
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batches: list[np.ndarray],
+        augment: A.Compose | None,
+        flip_seed: int | None,
+    ) -> None:
+        self.images, self.labels, self.batches = images, labels, batches
+        self.augment, self.flip_seed = augment, flip_seed
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.sort(self.batches[i])  # ascending reads are sequential on disk
-        x = np.asarray(self.images[idx])
+        x = np.asarray(self.images[idx])  # fancy indexing copies: safe to modify
+        if self.flip_seed is not None:
+            # Mirror a random half of the batch in one vectorized copy instead of per-image calls.
+            flip = np.random.default_rng([self.flip_seed, i]).random(len(x)) < 0.5
+            x[flip] = x[flip][:, :, ::-1]
         if self.augment is not None:
             x = np.stack([self.augment(image=img)["image"] for img in x])
         return torch.from_numpy(x), torch.from_numpy(self.labels[idx])
@@ -79,19 +93,56 @@ def iterate_batches(
     shuffle: bool,
     rng: np.random.Generator | None = None,
     augment: A.Compose | None = None,
+    hflip: bool = False,
     num_workers: int = 0,
+    prefetch: bool = False,
     pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 NHWC images, int64 labels) batches over ``indices``."""
-    order = rng.permutation(indices) if shuffle and rng is not None else np.asarray(indices)
+    """Yield (uint8 NHWC images, int64 labels) batches over ``indices``.
+
+    ``prefetch`` (without worker processes) prepares the next batches in a background thread while
+    the device computes; with ``pin_memory`` too, the host-to-device copy overlaps compute (CUDA).
+    """
+    rng = rng or np.random.default_rng(0)
+    order = rng.permutation(indices) if shuffle else np.asarray(indices)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if num_workers == 0:
-        source = _Batches(images, labels, batches, augment)
+    source = _Batches(images, labels, batches, augment, int(rng.integers(2**31)) if hflip else None)
+    if num_workers > 0:
+        yield from DataLoader(source, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+    elif prefetch:
+        yield from _prefetch(source, depth=2, pin_memory=pin_memory)
+    else:
         yield from (source[i] for i in range(len(source)))
-        return
-    yield from DataLoader(
-        _Batches(images, labels, batches, augment),
-        batch_size=None,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-    )
+
+
+def _prefetch(source: _Batches, depth: int, pin_memory: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Items of ``source`` produced (and pinned) by a thread; numpy copies and pinning release the GIL."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for i in range(len(source)):
+                x, y = source[i]
+                put((x.pin_memory(), y.pin_memory()) if pin_memory else (x, y))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+        put(None)
+
+    thread = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the consumer left early: let the producer finish instead of blocking forever

@@ -26,7 +26,7 @@ from training.losses import build_loss
 from training.metrics import macro_f1
 from training.models import apply_freeze, build_model, min_input_size, normalization
 from training.optim import build_optimizer, build_scheduler
-from training.transforms import Normalizer, build_augment
+from training.transforms import Normalizer, build_augment, uses_hflip
 
 __all__ = ["DivergedError", "EpochStats", "FitResult", "fit", "predict_proba", "resolve_device"]
 
@@ -235,7 +235,9 @@ def _train_epoch(
         shuffle=True,
         rng=rng,
         augment=augment,
+        hflip=uses_hflip(config.augment),
         num_workers=budget.num_workers,
+        prefetch=normalizer.device.type == "cuda",
         pin_memory=normalizer.device.type == "cuda",
     )
     n_batches = math.ceil(len(idx) / budget.batch_size)
@@ -261,15 +263,23 @@ def _train_epoch(
 @torch.no_grad()
 def _validate(model, criterion, data, idx, budget, normalizer, amp_dtype) -> tuple[np.ndarray, float]:
     model.eval()
-    probs, total = [], 0.0
-    for x, y in iterate_batches(
-        data.images, data.table.labels, idx, batch_size=budget.batch_size, shuffle=False
-    ):
-        with _autocast(normalizer.device, amp_dtype):
+    device = normalizer.device
+    probs, total = [], torch.zeros((), device=device)
+    batches = iterate_batches(
+        data.images,
+        data.table.labels,
+        idx,
+        batch_size=budget.batch_size,
+        shuffle=False,
+        prefetch=device.type == "cuda",
+        pin_memory=device.type == "cuda",
+    )
+    for x, y in batches:
+        with _autocast(device, amp_dtype):
             logits = model(normalizer(x)).float()
-        total += float(criterion(logits, y.to(normalizer.device))) * len(y)
-        probs.append(logits.softmax(dim=1).cpu().numpy())
-    return np.concatenate(probs), total / max(len(idx), 1)
+        total += criterion(logits, y.to(device, non_blocking=True)) * len(y)
+        probs.append(logits.softmax(dim=1))
+    return torch.cat(probs).cpu().numpy(), float(total) / max(len(idx), 1)
 
 
 @torch.no_grad()

@@ -47,24 +47,32 @@ PRESETS = {"none": None, "light": _light, "medium": _medium, "heavy": _heavy}
 
 
 def build_augment(cfg: AugmentConfig, size: int) -> A.Compose | None:
-    """The training-time augmentation for one image, or None when there is nothing to do."""
+    """The training-time augmentation for one image, or None when there is nothing to do.
+
+    Horizontal flips are not here: the loader flips whole batches at once (see ``uses_hflip``).
+    """
     builder = PRESETS[cfg.preset]
     transforms = [] if builder is None else builder(cfg.strength, size)
-    if cfg.hflip and cfg.preset != "none":
-        transforms.insert(0, A.HorizontalFlip(p=0.5))
     return A.Compose(transforms) if transforms else None
 
 
+def uses_hflip(cfg: AugmentConfig) -> bool:
+    return cfg.hflip and cfg.preset != "none"
+
+
 class Normalizer:
-    """uint8 NHWC batch -> normalized float NCHW on ``device`` (channels_last on CUDA)."""
+    """uint8 NHWC batch -> normalized float NCHW on ``device`` (channels_last memory layout on CUDA)."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> None:
         self.device = device
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        std_t = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.scale = 1.0 / std_t
+        self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255 / std_t
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=self.memory_format)
+        # NHWC permuted to NCHW *is* channels_last in memory, which CUDA convolutions prefer; CPU kernels
+        # want plain NCHW, and transposing uint8 moves a quarter of the bytes of transposing floats.
+        x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        if self.device.type != "cuda":
+            x = x.contiguous()
+        return x.float().mul_(self.scale).add_(self.shift)
