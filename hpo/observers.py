@@ -62,4 +62,22 @@ class ObserverGroup(TrialObserver):
 
 def observers_for(study: optuna.Study) -> ObserverGroup:
     """The observers a worker attaches to its objective, as configured in the study's attrs."""
-    return ObserverGroup([])
+    observers: list[TrialObserver] = []
+    observers += _artifact_observers(study)
+    return ObserverGroup(observers)
+
+
+def _artifact_observers(study: optuna.Study) -> list[TrialObserver]:
+    """Plots for the dashboard, into the artifact directory `hpo study create` recorded."""
+    from hpo.artifacts import ArtifactObserver
+    from hpo.study import artifact_location
+    from storage import StorageError, open_artifact_store
+
+    location = artifact_location(study)
+    if location is None:
+        return []
+    try:
+        return [ArtifactObserver(open_artifact_store(location))]
+    except StorageError as exc:  # no plots is no reason to stop training
+        log.warning("trial plots disabled: %s", exc)
+        return []

@@ -13,14 +13,24 @@ import optuna
 from hpo.errors import UserError
 from hpo.samplers import PRUNERS, SAMPLERS
 from hpo.space import SearchSpace, load_space
-from storage import normalize_url, open_storage, redact, storage_lock
+from storage import artifact_dir, normalize_url, open_storage, redact, storage_lock
 from training.config import DataConfig, RunConfig, apply_overrides
 from training.data import load_table
 
-__all__ = ["StudySpec", "create_study", "load_spec", "open_study", "storage_url", "study_lock"]
+__all__ = [
+    "StudySpec",
+    "artifact_location",
+    "create_study",
+    "load_spec",
+    "open_study",
+    "storage_url",
+    "study_lock",
+]
 
 DEFAULT_STORAGE = "sqlite:///.hpo/foldtune.db"
 _ATTR = "foldtune"  # study user attr holding the spec
+DEFAULT_ARTIFACTS = ".hpo/artifacts"
+_ARTIFACTS_ATTR = "artifact_store"  # study user attr: absolute artifact directory (workers, dashboard)
 
 
 @dataclass(frozen=True)
@@ -76,8 +86,13 @@ def create_study(
     sampler: str = "tpe",
     pruner: str = "median",
     seed: int = 0,
+    artifacts: str | Path | None = None,
 ) -> tuple[optuna.Study, bool]:
-    """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created)."""
+    """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created).
+
+    ``artifacts`` (default ``.hpo/artifacts``) is the directory for trial plots; its absolute path is
+    kept in the study so that every worker and the dashboard use the same one.
+    """
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: unknown '{sampler}'; use one of: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
@@ -99,10 +114,22 @@ def create_study(
         except KeyError:
             study = optuna.create_study(study_name=name, storage=backend, direction="maximize")
             study.set_user_attr(_ATTR, spec.to_dict())
+            study.set_user_attr(_ARTIFACTS_ATTR, str(artifact_dir(artifacts or DEFAULT_ARTIFACTS)))
             return study, True
     existing = load_spec(study)
     _check_same(name, existing, spec)
+    stored = artifact_location(study)
+    if artifacts is not None and stored is not None and str(artifact_dir(artifacts)) != stored:
+        raise UserError(
+            f"study '{name}' already keeps its artifacts in {stored}; leave out --artifacts "
+            "or pass that directory"
+        )
     return study, False
+
+
+def artifact_location(study: optuna.Study | optuna.study.FrozenStudy) -> str | None:
+    """The study's artifact directory; None for studies made before foldtune kept one."""
+    return study.user_attrs.get(_ARTIFACTS_ATTR)
 
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, StudySpec]:

@@ -1,4 +1,5 @@
-"""Storage URLs -> Optuna storages (RDB, SQLite, journal file, gRPC proxy), locks and redaction.
+"""Storage URLs -> Optuna storages (RDB, SQLite, journal file, gRPC proxy), artifact stores, locks
+and redaction.
 
 The public face of ``storage``; the modules behind it are private and may move.
 
@@ -12,6 +13,7 @@ Every user-facing failure is a ``StorageError`` whose one-line message shows the
 
 from __future__ import annotations
 
+from storage._artifacts import artifact_dir, open_artifact_store
 from storage._errors import StorageError
 from storage._lock import storage_lock
 from storage._open import open_storage, serve_proxy, upgrade_schema
@@ -21,7 +23,9 @@ from storage._urls import SUPPORTED_FORMS, normalize_url
 __all__ = [
     "SUPPORTED_FORMS",
     "StorageError",
+    "artifact_dir",
     "normalize_url",
+    "open_artifact_store",
     "open_storage",
     "redact",
     "serve_proxy",

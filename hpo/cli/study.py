@@ -24,13 +24,29 @@ def study_create(
     sampler: Annotated[str, typer.Option(help="tpe | cmaes | gp | random | grid")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median | hyperband | sh | wilcoxon | none")] = "median",
     seed: Annotated[int, typer.Option(help="Seed for folds and samplers.")] = 0,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            help="Directory for trial plots shown in `hpo dashboard` (shared disk for many machines). "
+            "Default: .hpo/artifacts",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a study (or reuse it when the inputs are the same)."""
     from hpo.study import create_study, storage_url
     from storage import redact
 
     _, created = create_study(
-        name, space=space, data=data, storage=storage, folds=folds, sampler=sampler, pruner=pruner, seed=seed
+        name,
+        space=space,
+        data=data,
+        storage=storage,
+        folds=folds,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        artifacts=artifacts,
     )
     verb = "created" if created else "reusing"
     console.print(f"{verb} study [bold]{name}[/] in {redact(storage_url(storage))}")
