@@ -25,7 +25,10 @@ _SHOWN_PER_KIND = 20  # text output lists this many findings of a kind; --json h
 def _progress(description: str, *, hidden: bool):
     """A bar on stderr that appears with the first report; ``hidden`` (--quiet, --json) drops it."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    progress = Progress(*columns, console=err, transient=True, disable=hidden or quiet())
+    # a bar is for people: not drawn into pipes and logs, where rich would only leave a blank line
+    progress = Progress(
+        *columns, console=err, transient=True, disable=hidden or quiet() or not err.is_terminal
+    )
     task = progress.add_task(description, total=None)
     started = []
 
