@@ -62,8 +62,11 @@ class ObserverGroup(TrialObserver):
 
 def observers_for(study: optuna.Study) -> ObserverGroup:
     """The observers a worker attaches to its objective, as configured in the study's attrs."""
+    from hpo.tracking import tracking_observer
+
     observers: list[TrialObserver] = []
     observers += _artifact_observers(study)
+    observers += tracking_observer(study)  # MLflow child runs, when the study is tracked
     return ObserverGroup(observers)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from hpo.cli._app import StorageOpt, app, console, err, study_app, user_errors
+from hpo.cli.models import TrackingOpt, print_retrain
 from hpo.cli.progress import finished_count, print_status, with_trial_progress
 
 
@@ -24,6 +25,16 @@ def study_create(
     sampler: Annotated[str, typer.Option(help="tpe | cmaes | gp | random | grid")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median | hyperband | sh | wilcoxon | none")] = "median",
     seed: Annotated[int, typer.Option(help="Seed for folds and samplers.")] = 0,
+    mlflow: Annotated[
+        bool | None,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="Track every trial as an MLflow child run of one study run. "
+            "Default: on when --tracking-uri or $MLFLOW_TRACKING_URI is set",
+            show_default=False,
+        ),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
     artifacts: Annotated[
         str | None,
         typer.Option(
@@ -35,9 +46,10 @@ def study_create(
 ) -> None:
     """Create a study (or reuse it when the inputs are the same)."""
     from hpo.study import create_study, storage_url
+    from hpo.tracking import enable_tracking, requested_tracking_uri
     from storage import redact
 
-    _, created = create_study(
+    optuna_study, created = create_study(
         name,
         space=space,
         data=data,
@@ -50,6 +62,13 @@ def study_create(
     )
     verb = "created" if created else "reusing"
     console.print(f"{verb} study [bold]{name}[/] in {redact(storage_url(storage))}")
+    uri = requested_tracking_uri(mlflow, tracking_uri)
+    if uri is not None:
+        tracking = enable_tracking(optuna_study, storage_url=storage_url(storage), tracking_uri=uri)
+        console.print(
+            f"MLflow: experiment '{tracking.experiment}', study run {tracking.parent_run_id} "
+            f"in {tracking.tracking_uri}"
+        )
 
 
 @app.command()
@@ -120,14 +139,33 @@ def run(
     data: Annotated[str, typer.Option(help="Dataset; 'sample' is the built-in one.")] = "sample",
     pruner: Annotated[str, typer.Option(help="median | hyperband | sh | wilcoxon | none")] = "median",
     storage: StorageOpt = None,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="Track trials in MLflow, then retrain the best trial, register it and predict the data.",
+        ),
+    ] = True,
+    tracking_uri: TrackingOpt = None,
+    registered_model: Annotated[
+        str | None, typer.Option(help="Registered model name. Default: the study name.", show_default=False)
+    ] = None,
 ) -> None:
-    """The main job on embedded defaults: sample data -> SQLite study -> workers -> summary."""
+    """The main job: sample data -> SQLite study -> workers -> retrain best -> registry -> predictions."""
     from hpo.study import create_study, storage_url
+    from hpo.tracking import enable_tracking, resolve_tracking_uri, study_tracking
     from hpo.worker import gpu_count, run_workers
     from storage import redact
 
     url = storage_url(storage)
     optuna_study, _ = create_study(study, space=space, data=data, storage=url, pruner=pruner)
+    tracking = None
+    if mlflow:  # a study tracked before keeps its URI unless --tracking-uri names one
+        tracking = study_tracking(optuna_study)
+        if tracking is None or tracking_uri:
+            tracking = enable_tracking(
+                optuna_study, storage_url=url, tracking_uri=resolve_tracking_uri(tracking_uri)
+            )
     target = finished_count(optuna_study) + n_trials
     devices = "auto" if gpu_count() else f"cpu:{workers}"
     console.print(f"study [bold]{study}[/] in {redact(url)}: {n_trials} trials on {devices}")
@@ -148,4 +186,36 @@ def run(
         else "\nno trial completed"
     )
     console.print(f"finished in {time.time() - started:.0f} s; the study lives in {redact(url)}")
+    if tracking is not None and best is not None:
+        _retrain_and_predict(study, url, data, tracking, registered_model)
     console.print(f"next: [bold]hpo status {study}[/]")
+
+
+def _retrain_and_predict(study: str, url: str, data: str, tracking, registered_model: str | None) -> None:
+    """The end of the main job: best trial -> fold ensemble in the registry -> predictions CSV."""
+    import os
+    from pathlib import Path
+
+    from hpo.predict import predict
+    from hpo.retrain import retrain
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    console.print("\nretraining the best trial's folds as an ensemble ...")
+    result = retrain(
+        study,
+        storage=url,
+        registered_model=registered_model,
+        on_fold=lambda n, what, f1: err.print(f"trial {n} {what}: macro-F1 {f1:.4f}"),
+    )
+    print_retrain(result)
+    champion = f"models:/{result.registered.name}@champion"
+    out = Path(".hpo") / f"predictions-{study}.csv"
+    predicted = predict(champion, data, out, probs=True, tracking_uri=tracking.uri())
+    console.print(f"predictions of {champion} for {predicted.n_images} images: {out}")
+    ui = tracking.tracking_uri
+    console.print(
+        f"MLflow UI: {ui}" if ui.startswith("http") else f"MLflow UI: mlflow ui --backend-store-uri {ui}"
+    )
+    console.print(
+        f"predict new images: [bold]hpo predict --model {champion} --data DIR --out submission.csv[/]"
+    )

@@ -1,0 +1,193 @@
+"""Model commands: `retrain` (best trials -> MLflow -> registry), `predict` and `evaluate`."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hpo.cli._app import StorageOpt, app, console, err, user_errors
+
+__all__ = ["TrackingOpt", "print_retrain"]
+
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI (http://host:5000, sqlite:///mlflow.db). Default: the study's, then "
+        "$MLFLOW_TRACKING_URI, else sqlite:///.hpo/mlflow.db",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, or a model directory (bundle or MLflow)."
+    ),
+]
+TtaOpt = Annotated[
+    str | None,
+    typer.Option(help="Test-time augmentation: none | hflip | vflip | flips. Default: the model's own."),
+]
+VoteOpt = Annotated[
+    str | None,
+    typer.Option(help="Ensemble vote: soft (mean probabilities) | hard (majority). Default: soft."),
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "--batch", help="Images per forward pass.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@app.command()
+@user_errors
+def retrain(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    top_k: Annotated[int, typer.Option(help="Ensemble the K best complete trials.")] = 1,
+    trial: Annotated[
+        int | None, typer.Option(help="Retrain this trial number instead of the best.", show_default=False)
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="folds: keep the k fold models as an ensemble | full: one model on all data.")
+    ] = "folds",
+    registered_model: Annotated[
+        str | None, typer.Option(help="Registered model name. Default: the study name.", show_default=False)
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    force: Annotated[
+        bool, typer.Option(help="Move the 'champion' alias even if the CV F1 is lower.")
+    ] = False,
+    data: Annotated[str | None, typer.Option(help="Where the study's data lives on this machine.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Retrain the best trials from their stored configs, log to MLflow, register, maybe promote."""
+    from hpo.retrain import retrain as run_retrain
+
+    _quiet_mlflow()
+
+    def on_fold(number: int, what: str, f1: float) -> None:
+        err.print(f"trial {number} {what}: macro-F1 {f1:.4f}")
+
+    result = run_retrain(
+        name,
+        storage=storage,
+        top_k=top_k,
+        trial=trial,
+        mode=mode,
+        registered_model=registered_model,
+        tracking_uri=tracking_uri,
+        force=force,
+        data=data,
+        device=device,
+        on_fold=on_fold,
+    )
+    print_retrain(result)
+
+
+def print_retrain(result) -> None:
+    trials = ", ".join(map(str, result.trials))
+    oof = f", out-of-fold {result.oof_f1:.4f}" if result.oof_f1 is not None else ""
+    console.print(
+        f"retrained trial(s) {trials} ({result.mode}, {result.n_members} member(s)): "
+        f"CV macro-F1 {result.cv_f1:.4f}{oof}"
+    )
+    console.print(f"MLflow run {result.run_id} (experiment {result.experiment_id}) in {result.tracking_uri}")
+    reg = result.registered
+    if reg.champion:
+        before = f" (was version {reg.previous_version})" if reg.previous_version else ""
+        console.print(f"registered {reg.uri}: now [bold green]@champion[/]{before}")
+    else:
+        console.print(
+            f"registered {reg.uri}: champion stays version {reg.previous_version} "
+            f"(CV F1 {reg.previous_cv_f1:.4f} >= {reg.cv_f1:.4f}); --force moves it anyway"
+        )
+
+
+@app.command()
+@user_errors
+def predict(
+    model: ModelOpt,
+    data: Annotated[
+        str, typer.Option(help="Images: the mask-layout root, a CSV with a path column, a folder.")
+    ],
+    out: Annotated[str, typer.Option(help="CSV to write (atomically: no file if anything fails).")],
+    tta: TtaOpt = None,
+    vote: VoteOpt = None,
+    labels: Annotated[
+        bool, typer.Option("--labels", help="DATA is labeled (path,label CSV, ImageFolder): report macro-F1.")
+    ] = False,
+    probs: Annotated[
+        bool, typer.Option("--probs", help="Add prob_<class> columns (path,label layout).")
+    ] = False,
+    batch_size: BatchOpt = 128,
+    device: DeviceOpt = "auto",
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Predict with a registered or local model: fold/top-k ensemble, optional TTA, submission CSV."""
+    from hpo.predict import predict as run_predict
+
+    _quiet_mlflow()
+    result = run_predict(
+        model,
+        data,
+        out,
+        tta=tta,
+        vote=vote,
+        labels=labels,
+        probs=probs,
+        batch_size=batch_size,
+        device=device,
+        tracking_uri=tracking_uri,
+    )
+    columns = "ImageID,ans" if result.layout == "mask" else "path,label" + (",prob_*" if probs else "")
+    console.print(
+        f"wrote {result.out} ({columns}): {result.n_images} images, {result.n_members} member(s), "
+        f"tta={result.tta}, vote={result.vote}"
+    )
+    if result.report is not None:
+        _print_report(result.report)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: ModelOpt,
+    data: Annotated[str, typer.Option(help="Labeled images: CSV manifest, ImageFolder or mask-layout root.")],
+    tta: TtaOpt = None,
+    vote: VoteOpt = None,
+    batch_size: BatchOpt = 128,
+    device: DeviceOpt = "auto",
+    tracking_uri: TrackingOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Macro-F1 and a per-class report of a model on a labeled set."""
+    import json
+
+    from hpo.predict import evaluate as run_evaluate
+
+    _quiet_mlflow()
+    result = run_evaluate(
+        model, data, tta=tta, vote=vote, batch_size=batch_size, device=device, tracking_uri=tracking_uri
+    )
+    if as_json:
+        console.print_json(json.dumps(result.report))
+        return
+    console.print(
+        f"{result.n_images} images, {result.n_members} member(s), tta={result.tta}, vote={result.vote}"
+    )
+    _print_report(result.report)
+
+
+def _print_report(report: dict) -> None:
+    table = Table("class", "precision", "recall", "F1", "support", title="per class")
+    for name, row in report["per_class"].items():
+        table.add_row(
+            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
+    console.print(table)
+    console.print(f"macro-F1 [bold]{report['macro_f1']:.4f}[/]  accuracy {report['accuracy']:.4f}")

@@ -1,0 +1,313 @@
+"""The model bundle: everything ``hpo predict`` needs, in plain files, and its MLflow pyfunc face.
+
+A bundle is a directory::
+
+    bundle.json          format, class names, TTA default, vote, provenance, one entry per member
+    member-<i>.safetensors   the member's state_dict (tensors only: loading it can never run code)
+
+Each member carries its own resolved run config, image size and normalization, so a top-k ensemble
+may mix architectures and input sizes; predict preprocesses every member exactly as it was trained
+(``training.cache`` decoding and resizing, the model's mean/std). Nothing in a bundle is pickled.
+
+:class:`BundleModel` is the ``mlflow.pyfunc.PythonModel`` that loads a bundle from the model's
+artifacts; it is logged as *models from code* (``hpo/_pyfunc_entry.py``), so the MLflow model
+holds no pickle either.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc import PythonModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hpo.errors import UserError
+from training.config import ConfigError, RunConfig, apply_overrides
+from training.models import apply_freeze, build_model
+
+__all__ = [
+    "BUNDLE_FILE",
+    "BUNDLE_FORMAT",
+    "TTA_MODES",
+    "VOTES",
+    "Bundle",
+    "BundleModel",
+    "Member",
+    "build_member_model",
+    "find_bundle",
+    "load_bundle",
+    "model_signature",
+    "save_bundle",
+]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "foldtune-bundle/1"
+BUNDLE_FILE = "bundle.json"
+# TTA mode -> the views whose probabilities are averaged (identity always included).
+TTA_MODES: dict[str, tuple[str, ...]] = {
+    "none": ("identity",),
+    "hflip": ("identity", "hflip"),
+    "vflip": ("identity", "vflip"),
+    "flips": ("identity", "hflip", "vflip", "hvflip"),
+}
+VOTES = ("soft", "hard")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One trained model of an ensemble: weights, the config it was trained with, its preprocessing."""
+
+    config: RunConfig
+    state: dict[str, torch.Tensor]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    trial: int | None = None  # study trial the config came from
+    fold: int | None = None  # CV fold it was trained on; None = all data
+    cv_f1: float | None = None  # the trial's CV macro-F1 in the study
+    epochs: int | None = None  # epochs trained
+
+    @property
+    def image_size(self) -> int:
+        return self.config.data.image_size
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], **info: Any) -> Member:
+        """From the plain state ``training.loop`` saves as ``best.pt`` (or with weights swapped in)."""
+        return cls(
+            config=RunConfig.from_dict(state["config"], where="checkpoint"),
+            state={k: v.detach().cpu() for k, v in state["model"].items()},
+            mean=tuple(float(v) for v in state["mean"]),
+            std=tuple(float(v) for v in state["std"]),
+            **info,
+        )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    classes: tuple[str, ...]
+    members: list[Member]
+    tta: str = "none"  # default TTA mode for predict
+    vote: str = "soft"  # default vote over members
+    info: dict[str, Any] = field(default_factory=dict)  # provenance: study, trials, mode, cv_f1
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("a bundle needs at least one member")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"unknown TTA mode {self.tta!r}")
+        if self.vote not in VOTES:
+            raise ValueError(f"unknown vote {self.vote!r}")
+
+    @property
+    def image_sizes(self) -> list[int]:
+        return sorted({m.image_size for m in self.members})
+
+    def describe(self) -> dict[str, Any]:
+        """bundle.json without the weights."""
+        return {
+            "format": BUNDLE_FORMAT,
+            "classes": list(self.classes),
+            "tta": {"default": self.tta, "modes": list(TTA_MODES)},
+            "vote": self.vote,
+            "info": self.info,
+            "members": [
+                {
+                    "file": f"member-{i}.safetensors",
+                    "trial": m.trial,
+                    "fold": m.fold,
+                    "cv_f1": m.cv_f1,
+                    "epochs": m.epochs,
+                    "image_size": m.image_size,
+                    "mean": list(m.mean),
+                    "std": list(m.std),
+                    "config": m.config.to_dict(),
+                }
+                for i, m in enumerate(self.members)
+            ],
+        }
+
+
+def default_tta(configs: list[RunConfig]) -> str:
+    """hflip when every member was trained treating a mirrored image as the same class."""
+    return "hflip" if all(c.augment.hflip for c in configs) else "none"
+
+
+def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
+    """Write the bundle into a new ``directory`` (built beside it, then renamed into place)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        for i, member in enumerate(bundle.members):
+            # clone: safetensors refuses tensors that share storage (tied or viewed weights)
+            tensors = {k: v.detach().cpu().contiguous().clone() for k, v in member.state.items()}
+            save_file(tensors, tmp / f"member-{i}.safetensors", metadata={"format": BUNDLE_FORMAT})
+        (tmp / BUNDLE_FILE).write_text(json.dumps(bundle.describe(), indent=1))
+        tmp.chmod(0o755)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def find_bundle(path: str | Path) -> Path:
+    """The bundle directory inside ``path``: a bundle itself, or an MLflow model directory holding one."""
+    path = Path(path)
+    for candidate in (path, path / "artifacts" / "bundle", path / "bundle"):
+        if (candidate / BUNDLE_FILE).is_file():
+            return candidate
+    raise UserError(
+        f"{path}: no foldtune model bundle ({BUNDLE_FILE}) found; give a directory written by "
+        "`hpo retrain`, an MLflow model directory, or models:/NAME@ALIAS"
+    )
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read a bundle; weights come from safetensors, so loading cannot execute code."""
+    directory = find_bundle(path)
+    where = directory / BUNDLE_FILE
+    try:
+        raw = json.loads(where.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{where}: cannot read the bundle description ({exc}); retrain the model") from None
+    if raw.get("format") != BUNDLE_FORMAT:
+        raise UserError(
+            f"{where}: format {raw.get('format')!r} is not {BUNDLE_FORMAT}; "
+            "retrain the model with this foldtune version"
+        )
+    members = []
+    for entry in raw["members"]:
+        file = directory / entry["file"]
+        try:
+            state = load_file(file)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{file}: cannot read member weights ({exc}); retrain the model") from None
+        members.append(
+            Member(
+                config=RunConfig.from_dict(entry["config"], where=str(where)),
+                state=state,
+                mean=tuple(entry["mean"]),
+                std=tuple(entry["std"]),
+                trial=entry.get("trial"),
+                fold=entry.get("fold"),
+                cv_f1=entry.get("cv_f1"),
+                epochs=entry.get("epochs"),
+            )
+        )
+    return Bundle(
+        classes=tuple(raw["classes"]),
+        members=members,
+        tta=raw["tta"]["default"],
+        vote=raw.get("vote", "soft"),
+        info=raw.get("info", {}),
+    )
+
+
+def build_member_model(member: Member, n_classes: int) -> nn.Module:
+    """The member's network with its weights, in eval mode on the CPU.
+
+    Built exactly as training built it (same timm name, same freezing, so FrozenBatchNorm layers
+    match the saved keys), but never from pretrained weights: the bundle holds all of them.
+    """
+    cfg = apply_overrides(member.config, {"model.pretrained": False}, where="bundle member")
+    try:
+        model = build_model(cfg.model, n_classes)
+        apply_freeze(model, cfg.model.freeze)
+        model.load_state_dict(member.state)
+    except (RuntimeError, ConfigError) as exc:
+        raise UserError(
+            f"bundle member (trial {member.trial}, fold {member.fold}): weights do not fit "
+            f"{cfg.model.name} ({' '.join(str(exc).split())[:200]}); retrain the model"
+        ) from None
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# MLflow pyfunc
+# ---------------------------------------------------------------------------------------------
+
+
+def model_signature(bundle: Bundle):
+    """Input: a DataFrame with an ``image`` column (encoded image bytes) or a ``path`` column;
+    output: ``label`` plus ``prob_<class>``; params: ``tta`` and ``vote``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema(
+            [ColSpec("binary", "image", required=False), ColSpec("string", "path", required=False)]
+        ),
+        outputs=Schema(
+            [ColSpec("string", "label"), *(ColSpec("double", f"prob_{c}") for c in bundle.classes)]
+        ),
+        params=ParamSchema(
+            [ParamSpec("tta", "string", bundle.tta), ParamSpec("vote", "string", bundle.vote)]
+        ),
+    )
+
+
+class BundleModel(PythonModel):
+    """``mlflow.pyfunc`` wrapper: ``load_model(uri).predict(df, params={"tta": "hflip"})``.
+
+    ``df`` has an ``image`` column of encoded image bytes (PNG, JPEG, ...) or a ``path`` column of
+    image files; images are decoded and resized like the training cache does.
+    """
+
+    def load_context(self, context) -> None:
+        from hpo.predict import Ensemble
+
+        self.bundle = load_bundle(context.artifacts["bundle"])
+        self.ensemble = Ensemble(self.bundle, device=os.environ.get("HPO_PREDICT_DEVICE", "auto"))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+        from training.cache import decode_image
+
+        params = params or {}
+        if "image" in model_input.columns and model_input["image"].notna().all():
+            sources = [io.BytesIO(_as_bytes(b)) for b in model_input["image"]]
+        elif "path" in model_input.columns:
+            sources = [Path(p) for p in model_input["path"]]
+        else:
+            raise UserError("model input needs an 'image' column (encoded image bytes) or a 'path' column")
+
+        def images_at(size: int) -> np.ndarray:
+            return np.stack([decode_image(s, size) for s in _rewound(sources)]).astype(np.uint8)
+
+        probs = self.ensemble.predict(
+            images_at, tta=params.get("tta", self.bundle.tta), vote=params.get("vote", self.bundle.vote)
+        )
+        out = pd.DataFrame({"label": [self.bundle.classes[i] for i in probs.argmax(axis=1)]})
+        for j, name in enumerate(self.bundle.classes):
+            out[f"prob_{name}"] = probs[:, j].astype(np.float64)
+        return out
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):  # JSON transport: base64 text
+        import base64
+
+        return base64.b64decode(value)
+    raise UserError(f"model input 'image' holds {type(value).__name__}; give encoded image bytes")
+
+
+def _rewound(sources: list) -> list:
+    for s in sources:
+        if isinstance(s, io.BytesIO):
+            s.seek(0)
+    return sources

@@ -1,0 +1,429 @@
+"""MLflow tracking of a study: one parent run per study, one child run per trial.
+
+The parent run is created once, when the study is created (under the study's create lock), and its
+id is kept in the study's user attrs; every worker on every machine starts its child runs under it
+(``mlflow.parentRunId``), so workers never race to create parents.
+
+Tracking URI: ``--tracking-uri``, then ``MLFLOW_TRACKING_URI``, then the embedded local store
+``sqlite:///<cwd>/.hpo/mlflow.db`` with artifacts in ``.hpo/mlartifacts`` (MLflow's file store is
+deprecated). The study attrs keep the URI with any password masked; a worker then takes the real
+one from its own ``MLFLOW_TRACKING_URI``.
+
+Tracking watches, it never steers: an MLflow failure is logged, the trial goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import UserError
+from hpo.observers import TrialObserver
+from storage import redact
+from training.config import RunConfig
+from training.loop import EpochStats, FitResult
+
+__all__ = [
+    "DEFAULT_TRACKING_DB",
+    "MlflowObserver",
+    "StudyTracking",
+    "check_reachable",
+    "client",
+    "enable_tracking",
+    "experiment_id_for",
+    "flat_params",
+    "mlflow_uris",
+    "requested_tracking_uri",
+    "resolve_tracking_uri",
+    "study_tracking",
+    "tracking_observer",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_DB = ".hpo/mlflow.db"
+_ATTR = "mlflow"  # study user attr holding StudyTracking
+_STATUS = {  # Optuna trial state -> MLflow run status
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+
+
+@dataclass(frozen=True)
+class StudyTracking:
+    """Where a study's runs go; stored in the study's user attrs (the URI with passwords masked)."""
+
+    tracking_uri: str  # redacted: safe to show and to store where the dashboard displays it
+    experiment_id: str
+    experiment: str
+    parent_run_id: str
+    storage: str  # the study storage URL, redacted, for tags
+
+    def uri(self) -> str:
+        """The real URI: the stored one, or $MLFLOW_TRACKING_URI when the stored one had a password."""
+        if "***" not in self.tracking_uri:
+            return self.tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI", "")
+        if env and redact(env) == self.tracking_uri:
+            return env
+        raise UserError(
+            f"the study tracks to {self.tracking_uri}, whose password is not stored; "
+            "set MLFLOW_TRACKING_URI to the full URI on this machine"
+        )
+
+
+def resolve_tracking_uri(flag: str | None = None) -> str:
+    """``--tracking-uri``, then ``MLFLOW_TRACKING_URI``, then the local store under ``./.hpo/``."""
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path(DEFAULT_TRACKING_DB).resolve()}"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """Artifacts of a local SQLite store live beside it (``mlartifacts/``); a server decides its own."""
+    db = _sqlite_file(uri)
+    return (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
+
+
+def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast with one line instead of MLflow retrying for minutes against a dead server."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(_health_request(uri), timeout=timeout) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise UserError(
+            f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it "
+            "(`mlflow server`), or pass --tracking-uri / set MLFLOW_TRACKING_URI to a reachable one"
+        )
+    db = _sqlite_file(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"MLflow store {redact(uri)}: cannot create {db.parent} ({exc.strerror}); "
+                "pass --tracking-uri with a writable location"
+            ) from None
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """GET <uri>/health; credentials in the URL (as requests, which MLflow uses, accepts) go in a header."""
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # IPv6 literal
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(url)
+    if parts.username:
+        token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+    return request
+
+
+def client(uri: str):
+    """An ``MlflowClient`` for tracking and registry at ``uri``; store errors become UserError."""
+    from mlflow import MlflowClient
+
+    check_reachable(uri)
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except Exception as exc:
+        raise UserError(
+            f"cannot open MLflow store {redact(uri)} ({_short(exc)}); "
+            "check --tracking-uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+@contextlib.contextmanager
+def mlflow_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``log_model``, ``register_model``) at ``uri`` for a block.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (and the registry its variable)
+    into the environment; both are put back afterwards so later resolution is unaffected.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def experiment_id_for(mlflow_client, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created when missing (a concurrent creator wins quietly)."""
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=_local_artifact_root(uri))
+    except MlflowException:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def study_tracking(study: optuna.Study) -> StudyTracking | None:
+    raw = study.user_attrs.get(_ATTR)
+    return StudyTracking(**raw) if raw else None
+
+
+def enable_tracking(study: optuna.Study, *, storage_url: str, tracking_uri: str) -> StudyTracking:
+    """Give ``study`` its parent run (once): reuse the stored one, or create it under the create lock.
+
+    Raises:
+        UserError: the study already tracks to another URI, or MLflow is unreachable.
+    """
+    from hpo.study import study_lock
+
+    wanted = redact(tracking_uri)
+    existing = study_tracking(study)
+    if existing is None:
+        mlflow_client = client(tracking_uri)  # reachability is checked before taking the lock
+        with study_lock(storage_url, f"create:{study.study_name}"):
+            existing = study_tracking(_reloaded(study))
+            if existing is None:
+                existing = _create_parent(study, mlflow_client, storage_url, tracking_uri)
+    if existing.tracking_uri != wanted:
+        raise UserError(
+            f"study '{study.study_name}' already tracks to {existing.tracking_uri}; pass that "
+            "--tracking-uri (or MLFLOW_TRACKING_URI), or use a new study name"
+        )
+    return existing
+
+
+def _reloaded(study: optuna.Study) -> optuna.Study:
+    return optuna.load_study(study_name=study.study_name, storage=study._storage)
+
+
+def _create_parent(study: optuna.Study, mlflow_client, storage_url: str, uri: str) -> StudyTracking:
+    experiment_id = experiment_id_for(mlflow_client, study.study_name, uri)
+    run = mlflow_client.create_run(
+        experiment_id,
+        run_name=f"study {study.study_name}",
+        tags={
+            "foldtune.study": study.study_name,
+            "foldtune.storage": redact(storage_url),
+            "foldtune.kind": "study",
+        },
+    )
+    tracking = StudyTracking(
+        tracking_uri=redact(uri),
+        experiment_id=experiment_id,
+        experiment=study.study_name,
+        parent_run_id=run.info.run_id,
+        storage=redact(storage_url),
+    )
+    spec = study.user_attrs.get("foldtune")
+    if spec is not None:
+        mlflow_client.log_dict(run.info.run_id, spec, "study_spec.json")
+    study.set_user_attr(_ATTR, asdict(tracking))
+    log.info("study %s tracks to %s (parent run %s)", study.study_name, redact(uri), run.info.run_id)
+    return tracking
+
+
+def flat_params(config: RunConfig) -> dict[str, str]:
+    """Every config leaf as an MLflow param: ``optim.lr`` -> ``"0.003"``."""
+    return {
+        f"{section}.{key}": json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        for section, values in config.to_dict().items()
+        for key, value in values.items()
+    }
+
+
+def tracking_observer(study: optuna.Study) -> list[TrialObserver]:
+    """The MLflow observer for a worker when the study is tracked, else nothing."""
+    tracking = study_tracking(study)
+    if tracking is None:
+        return []
+    # Workers must not stall a trial for minutes while MLflow retries a dead server.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        return [MlflowObserver(tracking, tracking.uri())]
+    except UserError as exc:
+        log.warning("MLflow tracking disabled for this worker: %s", exc)
+        return []
+
+
+class MlflowObserver(TrialObserver):
+    """One child run per trial under the study's parent run: params, per-epoch metrics, state, config.
+
+    Metrics: ``fold<k>/<name>`` at step = epoch (train_loss, val_loss, f1, accuracy, lr, seconds),
+    ``f1`` at the pruner's step ``fold * max_epochs + epoch``, ``fold<k>/best_f1`` per fold, and
+    ``cv_f1`` (the trial's value) at the end. After an MLflow error the trial's run is left alone,
+    so a dead server costs one timeout per trial, not one per epoch.
+    """
+
+    def __init__(self, tracking: StudyTracking, uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking = tracking
+        self.client = MlflowClient(tracking_uri=uri)
+        self.runs: dict[int, str] = {}  # trial number -> run id
+        self.max_epochs: dict[int, int] = {}
+
+    def _guard(self, trial: optuna.Trial, what: str, fn, *args: Any) -> None:
+        run_id = self.runs.get(trial.number)
+        if run_id is None:
+            return
+        try:
+            fn(run_id, *args)
+        except Exception as exc:
+            self.runs.pop(trial.number, None)
+            log.warning(
+                "MLflow: %s of trial %d failed; no more tracking for it: %s", what, trial.number, _short(exc)
+            )
+
+    def on_trial_start(self, trial: optuna.Trial, config: RunConfig) -> None:
+        from mlflow.entities import Param
+
+        attrs = trial.user_attrs
+        tags = {
+            "mlflow.parentRunId": self.tracking.parent_run_id,
+            "foldtune.study": trial.study.study_name,
+            "foldtune.trial": str(trial.number),
+            "foldtune.storage": self.tracking.storage,
+            "foldtune.host": str(attrs.get("host", "")),
+            "foldtune.device": str(attrs.get("device", "")),
+            "foldtune.state": "running",
+        }
+        try:
+            run = self.client.create_run(
+                self.tracking.experiment_id, run_name=f"trial-{trial.number}", tags=tags
+            )
+        except Exception as exc:
+            log.warning("MLflow: no run for trial %d: %s", trial.number, _short(exc))
+            return
+        self.runs[trial.number] = run.info.run_id
+        self.max_epochs[trial.number] = config.budget.max_epochs
+        params = [Param(k, v) for k, v in flat_params(config).items()]
+
+        def log_start(run_id: str) -> None:
+            for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+                self.client.log_batch(run_id, params=params[i : i + 100])
+            self.client.log_dict(run_id, config.to_dict(), "config.json")
+
+        self._guard(trial, "logging params", log_start)
+
+    def on_epoch(self, trial: optuna.Trial, fold: int, stats: EpochStats) -> None:
+        from mlflow.entities import Metric
+
+        def log_epoch(run_id: str) -> None:
+            now = _now_ms()
+            values = {
+                "train_loss": stats.train_loss,
+                "val_loss": stats.val_loss,
+                "f1": stats.f1,
+                "accuracy": stats.accuracy,
+                "lr": stats.lr,
+                "epoch_seconds": stats.seconds,
+                "images_per_sec": stats.images_per_sec,
+            }
+            metrics = [Metric(f"fold{fold}/{k}", float(v), now, stats.epoch) for k, v in values.items()]
+            step = fold * self.max_epochs.get(trial.number, 0) + stats.epoch
+            metrics.append(Metric("f1", float(stats.f1), now, step))
+            self.client.log_batch(run_id, metrics=metrics)
+
+        self._guard(trial, "logging an epoch", log_epoch)
+
+    def on_fold(self, trial: optuna.Trial, fold: int, result: FitResult) -> None:
+        from mlflow.entities import Metric
+
+        def log_fold(run_id: str) -> None:
+            now = _now_ms()
+            self.client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(f"fold{fold}/best_f1", result.best_f1, now, 0),
+                    Metric(f"fold{fold}/best_epoch", float(result.best_epoch), now, 0),
+                    Metric("fold_f1", result.best_f1, now, fold),
+                ],
+            )
+
+        self._guard(trial, "logging a fold", log_fold)
+
+    def on_trial_end(
+        self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None
+    ) -> None:
+        def log_end(run_id: str) -> None:
+            if value is not None:
+                self.client.log_metric(run_id, "cv_f1", value)
+            std = trial.user_attrs.get("f1_std")
+            if std is not None:
+                self.client.log_metric(run_id, "f1_std", float(std))
+            self.client.set_tag(run_id, "foldtune.state", state.name.lower())
+            if reason:
+                self.client.set_tag(run_id, "foldtune.reason", redact(reason)[:5000])
+            self.client.set_terminated(run_id, status=_STATUS.get(state, "FAILED"))
+
+        self._guard(trial, "ending the run", log_end)
+        self.runs.pop(trial.number, None)
+        self.max_epochs.pop(trial.number, None)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _short(exc: BaseException) -> str:
+    return redact(" ".join(str(exc).split())[:300]) or type(exc).__name__
+
+
+def requested_tracking_uri(enabled: bool | None, flag: str | None) -> str | None:
+    """``--mlflow/--no-mlflow`` and ``--tracking-uri`` -> the URI to track to, or None for no tracking.
+
+    Unset ``--mlflow`` means on exactly when a URI is given, by flag or ``MLFLOW_TRACKING_URI``.
+    """
+    if enabled is False:
+        return None
+    if enabled or flag or os.environ.get("MLFLOW_TRACKING_URI"):
+        return resolve_tracking_uri(flag)
+    return None
