@@ -35,7 +35,6 @@ PACKAGES = (
     "pillow",
 )
 _TIMEOUT_S = 5
-DEFAULT_TRACKING_DB = ".hpo/mlflow.db"  # MLflow's local store when no tracking URI is set
 
 
 @dataclass
@@ -158,10 +157,10 @@ def _local_file(url: str) -> Path | None:
 
 def _tracking_check(flag: str | None) -> Check:
     """Reach the MLflow store the way a tracked run would, creating nothing."""
+    from hpo.tracking import resolve_tracking_uri
     from storage import redact
 
-    # --tracking-uri, then MLFLOW_TRACKING_URI, then the embedded local store (as hpo's tracking)
-    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_TRACKING_DB).resolve()}"
+    uri = resolve_tracking_uri(flag)  # --tracking-uri, then MLFLOW_TRACKING_URI, then .hpo/mlflow.db
     shown = redact(uri)
     if uri.startswith(("http://", "https://")):
         return _http_check(uri, shown)
