@@ -14,9 +14,9 @@ Both use foldtune's TPE settings (multivariate, group, constant liar), so the ra
 storage layer and the budget, not a different sampler. Per-trial overhead is the time between two
 trial ends in one process minus the objective's own work: ask, sampling (suggest calls, which also
 write the params), tell, heartbeats, and lock and budget waits. Processes are forked after all
-imports and open their storage themselves; the clock starts when every process is ready, so
-imports and connection setup are excluded. With more processes than cores the intervals also
-contain waiting for a CPU.
+imports and a warm-up of Optuna's lazy imports (or spawned, with ``--start-method spawn``) and open
+their storage themselves; the clock starts when every process is ready, so imports and connection
+setup are excluded. With more processes than cores the intervals also contain waiting for a CPU.
 
     python -m benchmarks.storage_overhead --quick
     python -m benchmarks.storage_overhead --storages sqlite postgresql --workers 1 4 16 --trials 320
@@ -29,6 +29,7 @@ import contextlib
 import math
 import multiprocessing as mp
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -37,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import optuna
@@ -65,7 +67,7 @@ SPACE = {
         "optim.momentum": {"type": "float", "low": 0.8, "high": 0.99, "when": {"optim.name": "sgd"}},
     },
 }
-QUICK = {"trials": 96, "workers": [1, 4, 16, 64], "timeout": 60.0}  # ~8 min on 2 shared cores
+QUICK = {"trials": 80, "workers": [1, 4, 16, 64], "timeout": 60.0}  # ~8 min on 2 shared cores
 SETUP_TIMEOUT_S = 60.0  # every process must have opened its storage by then
 SUBPROCESS_TIMEOUT_S = 60.0  # study creation / trial counting in a helper process
 
@@ -199,6 +201,23 @@ def _optimize(setup: Setup, study: optuna.Study, clock: TrialClock, rank: int) -
 # ------------------------------------------------------------------------------------ the workers
 
 
+def _warm_up() -> None:
+    """Load in the parent what Optuna and SQLAlchemy import lazily, so that forked workers inherit it
+    instead of each paying ~0.5 s of CPU (64 of them on 2 cores took a minute to start). Uses an
+    in-memory SQLite study: no connection to a measured storage exists when the workers fork."""
+    from sqlalchemy.dialects import registry
+
+    for dialect in ("postgresql.psycopg", "mysql.pymysql", "sqlite.pysqlite"):
+        registry.load(dialect)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    rdb = optuna.storages.RDBStorage("sqlite:///:memory:")
+    space = _space()
+    study = optuna.create_study(storage=rdb, sampler=build_sampler("tpe", seed=0, space=space))
+    study.optimize(TrialClock(space).objective, n_trials=8)  # past TPE's 5 startup trials
+    rdb.engine.dispose()
+
+
 def _worker_main(setup: Setup, url: str, rank: int, queue: Any, go: Any) -> None:
     """One worker process: open the study, report ready, wait for the start, run, report."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -249,14 +268,14 @@ def _run_workers(setup: Setup, url: str, ctx: Any) -> list[WorkerReport]:
     return sorted(reports, key=lambda r: r.rank)
 
 
-def _collect(queue: Any, kind: str, count: int, procs: list[Any], timeout: float) -> list[Any]:
+def _collect(inbox: Any, kind: str, count: int, procs: list[Any], timeout: float) -> list[Any]:
     """``count`` payloads of messages ``kind`` (fewer if time runs out or every process died)."""
     deadline, payloads = time.monotonic() + timeout, []
     while len(payloads) < count and time.monotonic() < deadline:
         try:
-            got, payload = queue.get(timeout=0.2)
-        except Exception:  # queue.Empty
-            if not any(p.is_alive() for p in procs) and queue.empty():
+            got, payload = inbox.get(timeout=0.2)
+        except Empty:
+            if not any(p.is_alive() for p in procs) and inbox.empty():
                 break
             continue
         if got == kind:
@@ -369,9 +388,9 @@ def _notes(o: Outcome) -> str:
         return o.status[:100]
     parts = []
     if o.failed_trials:
-        parts.append(f"{o.failed_trials} FAIL trials")
+        parts.append(f"FAIL trials: {o.failed_trials}")
     if o.stuck_trials:
-        parts.append(f"{o.stuck_trials} left RUNNING/WAITING")
+        parts.append(f"left RUNNING/WAITING: {o.stuck_trials}")
     if o.errors:
         parts.append(f"{len(o.errors)} workers raised: {_reasons(o.errors)}")
     return "; ".join(parts)[:100]
@@ -388,10 +407,9 @@ def _context_lines(outcomes: list[Outcome]) -> list[str]:
     for storage in dict.fromkeys(o.setup.storage for o in outcomes):
         ok = [o for o in outcomes if o.setup.storage == storage and o.setup.variant == "foldtune"]
         ok = sorted((o for o in ok if o.status == "ok"), key=lambda o: o.setup.workers)
-        if ok:
-            lines.append(
-                f"  {storage}: " + "; ".join(_overhead_text(o) for o in dict.fromkeys([ok[0], ok[-1]]))
-            )
+        shown = ok[:1] + ok[-1:] if len(ok) > 1 else ok  # the fewest processes (uncontended) and the most
+        if shown:
+            lines.append(f"  {storage}: " + "; ".join(_overhead_text(o) for o in shown))
     wrong = [
         o
         for o in outcomes
@@ -427,6 +445,7 @@ def _one_line(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     text = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+    text = re.sub(r"\bat \w[\w+.-]*://\S+", "at <url>", text)  # the URL of a fresh database: noise
     return f"{type(exc).__name__}: {text}"[:300]
 
 
@@ -473,20 +492,16 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     ctx = mp.get_context(args.start_method)
-    workdir = Path(tempfile.mkdtemp(prefix="foldtune-storage-bench-"))
+    _warm_up()
     load_start, began = _loadavg(), time.time()
     outcomes = []
-    for storage in args.storages:
-        for workers in args.workers:
-            for variant in args.variants:
-                setup = Setup(storage, workers, variant, args.trials, args.poll_seconds, args.timeout)
-                outcome = measure(setup, ctx, workdir)
-                outcomes.append(outcome)
-                print(
-                    f"{storage:>10} N={workers:<3} {variant:<8} {outcome.status:.60}  "
-                    f"{outcome.finished} trials in {outcome.wall_s:.2f} s  load {_loadavg()}",
-                    flush=True,
-                )
+    with tempfile.TemporaryDirectory(prefix="foldtune-storage-bench-") as workdir:
+        for storage in args.storages:
+            for workers in args.workers:
+                for variant in args.variants:
+                    setup = Setup(storage, workers, variant, args.trials, args.poll_seconds, args.timeout)
+                    outcomes.append(measure(setup, ctx, Path(workdir)))
+                    _print_progress(outcomes[-1])
     context = _context_lines(outcomes)
     os.environ.setdefault("COLUMNS", "180")  # rich falls back to 80 columns when piped; this table is wider
     report(
@@ -508,9 +523,10 @@ def main() -> None:
         _rows(outcomes),
         {
             "args": vars(args),
-            "start_method": args.start_method,
             "real_trial_s": REAL_TRIAL_S,
             "overhead_goal": OVERHEAD_GOAL,
+            # 1/5/15-min load averages as `uptime` shows them: above the core count, other work
+            # shared the CPU and every number here is slower than on an idle machine
             "loadavg_start": load_start,
             "loadavg_end": _loadavg(),
             "total_s": time.time() - began,
@@ -520,6 +536,15 @@ def main() -> None:
     )
     for line in context:
         print(line)
+
+
+def _print_progress(o: Outcome) -> None:
+    s = o.setup
+    print(
+        f"{s.storage:>10} N={s.workers:<3} {s.variant:<8} {o.status:.60}  "
+        f"{o.finished} trials in {o.wall_s:.2f} s  load {_loadavg()}",
+        flush=True,
+    )
 
 
 def _as_json(o: Outcome) -> dict[str, Any]:
