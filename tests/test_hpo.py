@@ -173,7 +173,11 @@ def test_sigterm_hands_the_running_trial_back_and_a_retry_resumes(workdir: Path,
 
 @pytest.mark.slow
 def test_hpo_run_main_job_prints_best_f1_and_where_the_study_lives(tmp_path: Path) -> None:
-    env = {**os.environ, "HPO_STORAGE": ""}
+    import csv
+
+    from mlflow import MlflowClient
+
+    env = {**os.environ, "HPO_STORAGE": "", "MLFLOW_TRACKING_URI": ""}
     out = subprocess.run(
         [HPO, "run", "--n-trials", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env
     )
@@ -181,7 +185,20 @@ def test_hpo_run_main_job_prints_best_f1_and_where_the_study_lives(tmp_path: Pat
     assert "best macro-F1" in out.stdout
     assert "sqlite:///" in out.stdout and (tmp_path / ".hpo" / "foldtune.db").exists()
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / '.hpo' / 'foldtune.db'}")
-    assert len([t for t in study.trials if t.state in FINISHED]) == 2
+    finished = [t for t in study.trials if t.state in FINISHED]
+    assert len(finished) == 2
+    # ... then the best trial retrained, registered in the local MLflow store, and predicted
+    assert "now @champion" in out.stdout and "mlflow ui --backend-store-uri" in out.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / '.hpo' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("demo", "champion")
+    best = max((t for t in finished if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert champion.tags["foldtune.trials"] == str(best.number)
+    runs = client.search_runs([study.user_attrs["mlflow"]["experiment_id"]])
+    assert {r.data.tags.get("foldtune.trial") for r in runs} >= {str(t.number) for t in finished}
+    with (tmp_path / ".hpo" / "predictions-demo.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["path", "label", *(f"prob_{c}" for c in range(10))]
+    assert len(rows) == 1 + 1797  # every sample image once
 
 
 def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Path, small_csv: Path) -> None:

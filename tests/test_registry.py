@@ -25,6 +25,9 @@ from hpo.cli import app
 from tests.datasets import make_mask_tree
 from tests.mlflow_server import mlflow_server
 
+# an MLflow server and two worker processes: minutes of wall time on a busy 2-core machine
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 GOOD_LR, BAD_LR = 1e-2, 1e-6
 SPACE = """
