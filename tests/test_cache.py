@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,31 +12,10 @@ import pytest
 from PIL import Image
 
 from tests.datasets import make_csv_dataset, make_mask_tree, write_image
+from tests.racing import race
 from training.cache import cache_file, decode_image, load_images
 from training.config import ConfigError
 from training.data import ImageTable, load_table
-
-
-def _race(target: Callable[..., Any], *args: Any) -> list[Any]:
-    """Run ``target(*args)`` in two forked processes released by one barrier; return both results."""
-    ctx = multiprocessing.get_context("fork")  # fork: children skip re-importing the test's modules
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-
-    def racer() -> None:
-        barrier.wait()
-        try:
-            results.put(("ok", target(*args)))
-        except BaseException as exc:
-            results.put(("error", repr(exc)))
-
-    procs = [ctx.Process(target=racer) for _ in range(2)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
-    assert [status for status, _ in outcomes] == ["ok", "ok"], outcomes
-    return [value for _, value in outcomes]
 
 
 @pytest.fixture
@@ -103,7 +81,7 @@ def _build_digest(table: ImageTable, cache_dir: Path) -> tuple[str, int]:
 
 def test_two_processes_building_at_once(tmp_path: Path) -> None:
     table = load_table(make_csv_dataset(tmp_path / "data", per_class=40, size=(96, 72)))
-    results = _race(_build_digest, table, tmp_path / "cache")
+    results = race(_build_digest, table, tmp_path / "cache")
     reference = hashlib.sha256(
         np.stack([decode_image(table.file(i), 32) for i in range(len(table))]).tobytes()
     ).hexdigest()

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +16,7 @@ from tests.datasets import (
     mask_label,
     write_image,
 )
+from tests.racing import race
 from training.config import ConfigError
 from training.data import ImageTable, detect_format, load_table, load_unlabeled
 from training.sample import materialize_sample
@@ -359,30 +357,8 @@ def test_sample_refuses_foreign_folder(tmp_path: Path) -> None:
     _one_line_error(excinfo, "HPO_SAMPLE_DIR")
 
 
-def _race(target: Callable[..., Any], *args: Any) -> list[Any]:
-    """Run ``target(*args)`` in two forked processes released by one barrier; return both results."""
-    ctx = multiprocessing.get_context("fork")  # fork: children skip re-importing the test's modules
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-
-    def racer() -> None:
-        barrier.wait()
-        try:
-            results.put(("ok", target(*args)))
-        except BaseException as exc:
-            results.put(("error", repr(exc)))
-
-    procs = [ctx.Process(target=racer) for _ in range(2)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
-    assert [status for status, _ in outcomes] == ["ok", "ok"], outcomes
-    return [value for _, value in outcomes]
-
-
 def test_sample_concurrent_materialization(digits_csv: Path, tmp_path: Path) -> None:
     dest = tmp_path / "shared" / "sample"
-    assert _race(materialize_sample, dest) == [dest / "labels.csv"] * 2
+    assert race(materialize_sample, dest) == [dest / "labels.csv"] * 2
     assert _tree_digest(dest) == _tree_digest(digits_csv.parent)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["sample"]  # no temp dirs left behind
