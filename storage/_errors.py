@@ -52,6 +52,11 @@ def translate(exc: BaseException, url: str) -> StorageError:
             f"cannot open the SQLite file at {where} ({reason}); check that the path is a writable "
             "file on a local disk (SQLite does not work on network file systems)"
         )
+    if "too many clients" in low or "too many connections" in low:
+        return StorageError(
+            f"the database server at {where} refused another connection ({reason}); each worker "
+            "process holds up to 3: raise max_connections, run fewer workers, or use `hpo storage serve`"
+        )
     if any(s in low for s in _UNREACHABLE):
         return StorageError(
             f"cannot reach the database server at {where} ({reason}); check host and port, that the "
@@ -62,6 +67,9 @@ def translate(exc: BaseException, url: str) -> StorageError:
 
 def driver_reason(exc: BaseException, url: str) -> str:
     """The driver's own message for ``exc`` on one line, without the password of ``url``."""
+    # Optuna's StorageInternalError wraps SQLAlchemy's error, which wraps the driver's.
+    while type(exc).__name__ == "StorageInternalError" and (exc.__cause__ or exc.__context__):
+        exc = exc.__cause__ or exc.__context__
     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy DBAPIError wraps the driver error
     args = getattr(orig, "args", ())
     # pymysql: OperationalError(1045, "Access denied ...") - keep the text, the code is in it anyway.

@@ -489,3 +489,21 @@ def _assert_clean(error: BaseException, secrets: list[str], caplog: Any = None) 
     for secret in secrets:
         for form in {secret, quote(secret, safe=""), quote(secret)}:
             assert not any(form in text for text in texts), f"{form!r} leaked"
+
+
+def test_too_many_clients_says_how_to_fix_it_through_optunas_wrapper() -> None:
+    import optuna
+    import sqlalchemy.exc
+
+    from storage._errors import translate
+
+    driver = Exception('FATAL: sorry, too many clients already for "p@ss"')
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, driver)
+    try:
+        try:
+            raise wrapped
+        except sqlalchemy.exc.OperationalError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+    except optuna.exceptions.StorageInternalError as outer:
+        message = str(translate(outer, "postgresql://u:p@ss@db/x"))
+    assert "too many clients" in message and "max_connections" in message
