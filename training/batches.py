@@ -68,7 +68,8 @@ class _Batches(Dataset):
         if self.flip_seed is not None:
             # Mirror a random half of the batch in one vectorized copy instead of per-image calls.
             flip = np.random.default_rng([self.flip_seed, i]).random(len(x)) < 0.5
-            x[flip] = x[flip][:, :, ::-1]
+            pixels = x.view(f"V{x.shape[-1]}")[..., 0]  # each RGB pixel one 3-byte item: half the copy work
+            pixels[flip] = pixels[flip][:, :, ::-1]
         if self.augment is not None:
             x = np.stack([self.augment(image=img)["image"] for img in x])
         return torch.from_numpy(x), torch.from_numpy(self.labels[idx])
