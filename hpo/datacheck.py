@@ -55,7 +55,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from training.config import ConfigError
-from training.data import IMAGE_EXTENSIONS, detect_format, load_table, sample_dir
+from training.data import IMAGE_EXTENSIONS, detect_format, load_table, read_manifest_rows, sample_dir
 
 __all__ = ["KINDS", "CheckReport", "Finding", "check_data"]
 
@@ -265,14 +265,7 @@ def check_data(
 def _scan_csv(csv_path: Path, findings: list[Finding]) -> tuple[list[_Entry], bool]:
     where = str(csv_path)
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            rows = [
-                (i, {h: (cells[j].strip() if j < len(cells) else "") for j, h in enumerate(header)})
-                for i, cells in enumerate(reader, start=2)
-                if any(c.strip() for c in cells)
-            ]
+        header, rows = read_manifest_rows(csv_path)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         findings.append(
             Finding("manifest", "error", where, f"cannot read the manifest ({exc}); fix the file")

@@ -235,19 +235,25 @@ def _read_unlabeled_csv(csv_path: Path) -> tuple[Path, tuple[str, ...]]:
     return root, tuple(_manifest_path(root, row["path"], f"{csv_path} row {line}") for line, row in rows)
 
 
+def read_manifest_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Stripped header and non-blank rows with their line numbers (header = line 1); raises I/O errors."""
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        rows = [
+            (i, {h: (cells[j].strip() if j < len(cells) else "") for j, h in enumerate(header)})
+            for i, cells in enumerate(reader, start=2)
+            if any(c.strip() for c in cells)
+        ]
+    return header, rows
+
+
 def _read_csv(
     csv_path: Path, layout: str = "path,label[,group]"
 ) -> tuple[Path, list[str], list[tuple[int, dict[str, str]]]]:
     """Header and stripped rows with their line numbers (the header is line 1)."""
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            rows = [
-                (i, {h: (cells[j].strip() if j < len(cells) else "") for j, h in enumerate(header)})
-                for i, cells in enumerate(reader, start=2)
-                if any(c.strip() for c in cells)
-            ]
+        header, rows = read_manifest_rows(csv_path)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"{csv_path}: cannot read the manifest ({exc}); check the file") from None
     if not rows:
