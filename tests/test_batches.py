@@ -36,6 +36,18 @@ def test_every_index_once_with_its_label(images, mode) -> None:
     assert np.array_equal(x[:, 0, 0, 0], (y // 10) % 256)  # each image travels with its own label
 
 
+def test_training_never_yields_a_batch_of_one(images) -> None:
+    # 33 images at batch 8: 4 x 8 + 1, and BatchNorm cannot train on the lone one.
+    labels = np.arange(50, dtype=np.int64)
+    idx = np.arange(33)
+    rng = np.random.default_rng(0)
+    batches = list(iterate_batches(images, labels, idx, batch_size=8, shuffle=True, rng=rng))
+    assert [len(y) for _, y in batches] == [8, 8, 8, 7, 2]
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == idx.tolist()
+    evaluation = iterate_batches(images, labels, idx, batch_size=8, shuffle=False)
+    assert [len(y) for _, y in evaluation] == [8, 8, 8, 8, 1]  # eval mode takes any batch size
+
+
 def test_batched_flip_mirrors_about_half_and_is_seeded(images) -> None:
     labels = np.zeros(50, dtype=np.int64)
 

@@ -107,6 +107,10 @@ def iterate_batches(
     rng = rng or np.random.default_rng(0)
     order = rng.permutation(indices) if shuffle else np.asarray(indices)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle and batch_size > 2 and len(batches) > 1 and len(batches[-1]) == 1:
+        # BatchNorm cannot train on a batch of one (a fold of 897 images at batch 32 would crash the
+        # trial): the last batch takes one image from the one before, keeping the number of batches.
+        batches[-2:] = [batches[-2][:-1], np.concatenate([batches[-2][-1:], batches[-1]])]
     source = _Batches(images, labels, batches, augment, int(rng.integers(2**31)) if hflip else None)
     if num_workers > 0:
         yield from DataLoader(source, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
