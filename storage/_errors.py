@@ -6,7 +6,7 @@ import re
 
 from storage._redact import redact, scrub
 
-__all__ = ["StorageError", "translate"]
+__all__ = ["StorageError", "driver_reason", "is_connection_error", "translate"]
 
 
 class StorageError(Exception):
@@ -26,6 +26,13 @@ _UNREACHABLE = (
     "connection refused", "could not connect", "can't connect", "timeout", "timed out",
     "could not translate host name", "failed to resolve host", "name or service not known",
     "no route to host", "network is unreachable", "server closed the connection", "lost connection",
+)  # fmt: skip
+# A connection that broke or could not be made, not a request the server refused: worth retrying
+# once the server is back (PostgreSQL "terminating connection due to administrator command",
+# "the database system is starting up"; MySQL "server has gone away").
+_CONNECTION_LOST = (
+    *_UNREACHABLE, "terminating connection", "the database system is", "consuming input failed",
+    "connection is closed", "connection reset", "broken pipe", "gone away",
 )  # fmt: skip
 
 
@@ -63,6 +70,21 @@ def translate(exc: BaseException, url: str) -> StorageError:
             "server is running and that no firewall blocks the connection"
         )
     return StorageError(f"storage error at {where}: {type(exc).__name__}: {reason}")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (an Optuna, SQLAlchemy or driver error) is a lost or refused connection."""
+    if isinstance(exc, StorageError):  # already diagnosed (e.g. a lock wait that timed out)
+        return False
+    cause: BaseException | None = exc
+    for _ in range(8):  # Optuna -> SQLAlchemy -> driver; bounded, chains can loop
+        if cause is None:
+            break
+        if getattr(cause, "connection_invalidated", False):  # SQLAlchemy recognized a disconnect
+            return True
+        cause = cause.__cause__ or cause.__context__
+    low = driver_reason(exc, "").lower()
+    return any(s in low for s in _CONNECTION_LOST)
 
 
 def driver_reason(exc: BaseException, url: str) -> str:

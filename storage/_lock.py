@@ -31,6 +31,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from storage._errors import StorageError, translate
+from storage._reconnect import RECONNECT_TIMEOUT_S, ride_out
 from storage._redact import redact
 from storage._urls import engine_kwargs, file_path, normalize_url, url_kind
 
@@ -43,13 +44,20 @@ _local_locks: dict[str, threading.Lock] = {}
 
 
 @contextmanager
-def storage_lock(url: str, name: str = "foldtune", *, timeout: float | None = None) -> Iterator[None]:
+def storage_lock(
+    url: str,
+    name: str = "foldtune",
+    *,
+    timeout: float | None = None,
+    reconnect_timeout: float = RECONNECT_TIMEOUT_S,
+) -> Iterator[None]:
     """Hold the mutex ``name`` of the storage at ``url`` for the duration of the ``with`` block.
 
     Args:
         url: Any form ``normalize_url`` accepts.
         name: Locks with different names do not exclude each other.
         timeout: Seconds to wait; None waits forever.
+        reconnect_timeout: How long a database server that is down may take to come back.
 
     Raises:
         StorageError: the storage cannot be reached, the wait timed out, or ``url`` is a gRPC proxy
@@ -81,6 +89,7 @@ def storage_lock(url: str, name: str = "foldtune", *, timeout: float | None = No
             unlock="SELECT pg_advisory_unlock(:k)",
             params={"k": key},
             timeout=timeout,
+            reconnect_timeout=reconnect_timeout,
         )
     else:  # GET_LOCK names are server-wide and at most 64 characters: scope by database, hash if long
         raw = f"{_database(normalized)}/{name}"
@@ -95,6 +104,7 @@ def storage_lock(url: str, name: str = "foldtune", *, timeout: float | None = No
                 "t": _FOREVER_S if timeout is None else timeout,
             },
             timeout=timeout,
+            reconnect_timeout=reconnect_timeout,
         )
     with cm:
         yield
@@ -102,35 +112,55 @@ def storage_lock(url: str, name: str = "foldtune", *, timeout: float | None = No
 
 @contextmanager
 def _sql_lock(
-    url: str, *, lock: str, try_lock: str | None, unlock: str, params: dict[str, Any], timeout: float | None
+    url: str,
+    *,
+    lock: str,
+    try_lock: str | None,
+    unlock: str,
+    params: dict[str, Any],
+    timeout: float | None,
+    reconnect_timeout: float,
 ) -> Iterator[None]:
     from sqlalchemy import text
 
-    conn = connect(url)
+    try:  # a server that restarts meanwhile is waited for, like every storage call
+        conn = ride_out(
+            url, lambda: _acquire(url, lock, try_lock, params, timeout), timeout=reconnect_timeout
+        )
+    except Exception as exc:
+        error: StorageError | None = translate(exc, url)
+    else:
+        error = None
+    if error is not None:
+        raise error
     try:
-        try:
-            if timeout is None or try_lock is None:
-                got = conn.execute(text(lock), params).scalar()
-            else:
-                got = _poll(lambda: bool(conn.execute(text(try_lock), params).scalar()), timeout)
-        except BaseException as exc:  # interrupted mid-request: a late grant must die with the connection
-            conn.invalidate()
-            if not isinstance(exc, Exception):
-                raise
-            error: StorageError | None = translate(exc, url)
-        else:
-            error = None if got == 1 else _timeout_error(url, timeout)
-        if error is not None:
-            raise error
-        try:
-            yield
-        finally:
-            try:
-                conn.execute(text(unlock), params)
-            except Exception:
-                conn.invalidate()  # closing the session releases the lock server-side
+        yield
     finally:
+        try:
+            conn.execute(text(unlock), params)
+        except Exception:
+            conn.invalidate()  # closing the session releases the lock server-side
         conn.close()
+
+
+def _acquire(url: str, lock: str, try_lock: str | None, params: dict[str, Any], timeout: float | None) -> Any:
+    """A connection holding the lock; StorageError if the wait timed out."""
+    from sqlalchemy import text
+
+    conn = _engine(url).connect()
+    try:
+        if timeout is None or try_lock is None:
+            got = conn.execute(text(lock), params).scalar()
+        else:
+            got = _poll(lambda: bool(conn.execute(text(try_lock), params).scalar()), timeout)
+    except BaseException:  # interrupted mid-request: a late grant must die with the connection
+        conn.invalidate()
+        conn.close()
+        raise
+    if got != 1:
+        conn.close()
+        raise _timeout_error(url, timeout)
+    return conn
 
 
 @contextmanager

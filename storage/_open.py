@@ -16,6 +16,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 
 from storage._errors import StorageError, translate
 from storage._lock import connect, storage_lock
+from storage._reconnect import RECONNECT_TIMEOUT_S, ReconnectingRDBStorage
 from storage._redact import redact
 from storage._urls import (
     CONNECT_TIMEOUT_S,
@@ -35,7 +36,12 @@ GRACE_SLACK_S = 10  # on top of 2 missed beats: a GC pause or a slow DB round tr
 
 
 def open_storage(
-    url: str, *, heartbeat_interval: int | None = 30, grace_period: int | None = None, max_retry: int = 3
+    url: str,
+    *,
+    heartbeat_interval: int | None = 30,
+    grace_period: int | None = None,
+    max_retry: int = 3,
+    reconnect_timeout: float = RECONNECT_TIMEOUT_S,
 ) -> BaseStorage:
     """Open (creating if needed) the Optuna storage at ``url``.
 
@@ -55,10 +61,16 @@ def open_storage(
     silent for ``grace_period`` s (default ``2 * heartbeat_interval + 10``) is marked FAIL by the
     next worker and re-enqueued up to ``max_retry`` times. ``heartbeat_interval=None`` disables it.
 
+    RDB storages ride out database outages: a call that loses its connection waits and reconnects
+    for up to ``reconnect_timeout`` s (one warning per outage), then raises StorageError; see
+    ``storage._reconnect`` for which calls are safe to run again. Opening does not wait: an
+    unreachable server fails here at once.
+
     Raises:
         StorageError: unsupported/malformed URL, unreachable server, bad credentials, missing
             database, or a schema that needs ``hpo storage upgrade``. The URL is always redacted.
-        ValueError: non-positive ``heartbeat_interval``/``grace_period`` or negative ``max_retry``.
+        ValueError: non-positive ``heartbeat_interval``/``grace_period``/``reconnect_timeout`` or
+            negative ``max_retry``.
     """
     if heartbeat_interval is not None and heartbeat_interval <= 0:
         raise ValueError(f"heartbeat_interval must be a positive number of seconds, got {heartbeat_interval}")
@@ -66,6 +78,8 @@ def open_storage(
         raise ValueError(f"grace_period must be a positive number of seconds, got {grace_period}")
     if max_retry < 0:
         raise ValueError(f"max_retry must be >= 0, got {max_retry}")
+    if reconnect_timeout <= 0:
+        raise ValueError(f"reconnect_timeout must be a positive number of seconds, got {reconnect_timeout}")
     normalized = normalize_url(url)
     kind = url_kind(normalized)
     if kind == "journal":
@@ -79,7 +93,12 @@ def open_storage(
         with warnings.catch_warnings():  # the heartbeat API is "experimental" in Optuna; we rely on it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             heartbeat = _heartbeat_kwargs(heartbeat_interval, grace_period, max_retry)
-            return RDBStorage(normalized, engine_kwargs=engine_kwargs(normalized), **heartbeat)
+            return ReconnectingRDBStorage(
+                normalized,
+                engine_kwargs=engine_kwargs(normalized),
+                reconnect_timeout=reconnect_timeout,
+                **heartbeat,
+            )
     except Exception as exc:
         error = _schema_error(exc, normalized) or translate(exc, normalized)
     raise error
