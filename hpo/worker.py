@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STOP_GRACE_SECONDS = 60  # after SIGTERM, how long children get to hand their trial back
+HEARTBEAT_SECONDS = 30  # a killed worker's trial is failed and retried after 2 missed beats + 10 s
 
 
 def gpu_count() -> int:
@@ -91,10 +92,11 @@ class BudgetedStudy(optuna.Study):
         deadline: float | None,
         seed: int,
         poll_seconds: float = 1.0,
+        heartbeat: int = HEARTBEAT_SECONDS,
     ) -> None:
         super().__init__(
             study_name=name,
-            storage=open_storage(url),
+            storage=open_storage(url, heartbeat_interval=heartbeat),
             sampler=build_sampler(spec.sampler, seed=seed, space=spec.space),
             pruner=build_pruner(
                 spec.pruner, folds=spec.base.cv.folds, max_epochs=spec.base.budget.max_epochs
@@ -136,6 +138,7 @@ def run_workers(
     timeout: float | None = None,
     data: str | None = None,
     checkpoint_dir: str = ".hpo/checkpoints",
+    heartbeat: int = HEARTBEAT_SECONDS,
     on_poll: Callable[[], None] | None = None,
     on_cache: Callable[[int, int], None] | None = None,
 ) -> list[int]:
@@ -144,6 +147,8 @@ def run_workers(
         raise UserError(f"--n-trials: {n_trials} must be at least 1")
     if timeout is not None and timeout <= 0:
         raise UserError(f"--timeout: {timeout} must be a positive number of seconds")
+    if heartbeat < 1:
+        raise UserError(f"--heartbeat: {heartbeat} must be at least 1 second")
     url = storage_url(storage)
     study, spec = open_study(
         name, url
@@ -153,11 +158,12 @@ def run_workers(
     slots = parse_devices(devices)
     _warm_cache(spec, data, on_cache)
     deadline = time.time() + timeout if timeout else None
+    checkpoints = str(Path(checkpoint_dir).resolve())
     ctx = mp.get_context("spawn")
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(rank, slot, name, url, n_trials, deadline, data, str(Path(checkpoint_dir).resolve())),
+            args=(rank, slot, name, url, n_trials, deadline, data, checkpoints, heartbeat),
             name=f"hpo-worker-{slot.label}",
         )
         for rank, slot in enumerate(slots)
@@ -223,6 +229,7 @@ def _worker_main(
     deadline: float | None,
     data: str | None,
     checkpoint_dir: str,
+    heartbeat: int,
 ) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible  # before torch initializes CUDA
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -237,7 +244,9 @@ def _worker_main(
     study, spec = open_study(name, url)
     # Distinct, reproducible seeds per process and host, so parallel workers do not propose twins.
     seed = spec.seed * 10_007 + rank + zlib.crc32(host.encode()) % 1000
-    budgeted = BudgetedStudy(name, url, spec, n_trials=n_trials, deadline=deadline, seed=seed)
+    budgeted = BudgetedStudy(
+        name, url, spec, n_trials=n_trials, deadline=deadline, seed=seed, heartbeat=heartbeat
+    )
     objective = Objective(
         spec,
         device=slot.device,

@@ -92,6 +92,13 @@ def worker(
             help="Per-fold checkpoints for resuming retried trials (shared disk for many machines)."
         ),
     ] = ".hpo/checkpoints",
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            help="Seconds between heartbeats of a running trial; a trial silent for 2 beats + 10 s "
+            "is failed and retried by another worker.",
+        ),
+    ] = 30,
 ) -> None:
     """Pull trials from a study, one process per device, until the budget or timeout."""
     from hpo.worker import run_workers
@@ -108,6 +115,7 @@ def worker(
             timeout=timeout,
             data=data,
             checkpoint_dir=checkpoint_dir,
+            heartbeat=heartbeat,
             on_poll=on_poll,
             on_cache=on_cache,
         ),
