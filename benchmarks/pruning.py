@@ -1,0 +1,141 @@
+"""Pruning efficiency: one seeded k-fold study per pruner — none, median, hyperband, wilcoxon.
+
+Every run is the same TPE study (the ``quick`` space on the built-in sample data, test_resnet at
+32 px on the CPU, the same number of finished trials); only the pruner differs. Per run: best F1,
+epochs trained over all trials (pruned ones included) and wall time; over the seeds, mean ± std and
+the per-seed comparison with ``none``. Goal: pruned best F1 within 0.01 of unpruned at <= 1/3 of the
+epochs. Epoch counts and F1 do not depend on the machine's load; wall times do.
+
+    python -m benchmarks.pruning                 # 12 trials x 2 folds x 4 epochs, 3 seeds, all images
+    python -m benchmarks.pruning --quick         # CPU-sized for `python -m benchmarks`
+    python -m benchmarks.pruning --pruners none median --seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import report
+from benchmarks.studies import StudyRun, StudySize, Workspace, mean_std, prepare_process, run_study
+
+PRUNERS = ("none", "median", "hyperband", "wilcoxon")
+F1_GOAL = 0.01  # pruned best F1 at most this far below unpruned
+EPOCHS_GOAL = 1 / 3  # pruned epochs as a share of unpruned
+QUICK = {"trials": 12, "folds": 2, "epochs": 4, "images": 600}
+
+
+def summarize(runs: list[StudyRun]) -> dict[str, dict[str, Any]]:
+    """Per pruner: mean/std over seeds of best F1, epochs, wall time, and of the per-seed ratios to none."""
+    baseline = {r.seed: r for r in runs if r.pruner == "none"}
+    summary = {}
+    for pruner in dict.fromkeys(r.pruner for r in runs):
+        mine = [r for r in runs if r.pruner == pruner]
+        paired = [(r, baseline[r.seed]) for r in mine if r.seed in baseline]
+        f1_diff = mean_std([r.best_f1 - b.best_f1 for r, b in paired])
+        epochs_ratio = mean_std([r.epochs / b.epochs for r, b in paired])
+        summary[pruner] = {
+            "best_f1": mean_std([r.best_f1 for r in mine]),
+            "epochs": mean_std([float(r.epochs) for r in mine]),
+            "wall_s": mean_std([r.wall_s for r in mine]),
+            "pruned_trials": statistics.fmean(r.states.get("PRUNED", 0) for r in mine),
+            "f1_diff": f1_diff,
+            "epochs_ratio": epochs_ratio,
+            "wall_ratio": mean_std([r.wall_s / b.wall_s for r, b in paired]),
+            "goal_met": pruner != "none" and f1_diff[0] >= -F1_GOAL and epochs_ratio[0] <= EPOCHS_GOAL,
+        }
+    return summary
+
+
+def _pm(pair: tuple[float, float], fmt: str = ".3f") -> str:
+    mean, std = pair
+    return "-" if math.isnan(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pruners", nargs="+", choices=PRUNERS, default=list(PRUNERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=12, help="finished trials per study")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4, help="budget.max_epochs per fold")
+    parser.add_argument("--images", type=int, default=None, help="train on this many sample images")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"CPU-sized: {', '.join(f'{k}={v}' for k, v in QUICK.items())}"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    if "none" not in args.pruners:
+        parser.error("--pruners must include none: every figure is relative to it")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    prepare_process(args.threads)
+    size = StudySize(trials=args.trials, folds=args.folds, epochs=args.epochs)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="foldtune-pruning-") as tmp:
+        work = Workspace(Path(tmp), size, images=args.images)
+        for seed in args.seeds:
+            for pruner in args.pruners:
+                runs.append(run_study(work, sampler="tpe", pruner=pruner, seed=seed))
+                print(runs[-1].line(), flush=True)
+        n_images = work.n_images
+    summary = summarize(runs)
+    rows = [
+        [
+            pruner,
+            _pm(s["best_f1"]),
+            _pm(s["f1_diff"], "+.3f") if pruner != "none" else "",
+            _pm(s["epochs"], ".0f"),
+            _pm(s["epochs_ratio"], ".2f") if pruner != "none" else "",
+            _pm(s["wall_s"], ".0f"),
+            _pm(s["wall_ratio"], ".2f") if pruner != "none" else "",
+            f"{s['pruned_trials']:.1f}",
+            ("yes" if s["goal_met"] else "no") if pruner != "none" else "",
+        ]
+        for pruner, s in summary.items()
+    ]
+    setup = (
+        f"TPE, {size.trials} trials x {size.folds} folds x <= {size.epochs} epochs, "
+        f"{n_images} sample images, {len(args.seeds)} seeds"
+    )
+    os.environ.setdefault("COLUMNS", "180")  # rich falls back to 80 columns when piped
+    report(
+        f"pruning{'_quick' if args.quick else ''}",
+        f"Pruning vs none: {setup} (mean ± std over seeds)",
+        [
+            "pruner",
+            "best F1",
+            "F1 - none",
+            "epochs",
+            "epochs / none",
+            "wall s",
+            "wall / none",
+            "pruned trials",
+            f"goal: F1 within {F1_GOAL}, <= 1/3 epochs",
+        ],
+        rows,
+        {
+            "args": vars(args),
+            "setup": setup,
+            "goal": {"f1_within": F1_GOAL, "epochs_ratio_at_most": EPOCHS_GOAL},
+            "summary": summary,
+            "runs": [r.to_json() for r in runs],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

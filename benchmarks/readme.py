@@ -1,0 +1,201 @@
+"""The README's benchmark table, rebuilt from the JSON files in benchmarks/results/.
+
+Each result file is read by the summarizer of its benchmark (matched by file name) into rows of
+benchmark, setup, result, goal and whether the goal is met. The table, under a line saying where the
+numbers come from, replaces what stands between the two markers; the rest of the README is kept.
+Results that the latest ``python -m benchmarks`` did not write (GPU runs, full-size runs) say
+"recorded <date>" in their setup. The README is written to a temp file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["END", "START", "SUITE", "render", "table_rows", "update_readme"]
+
+START = "<!-- benchmarks:start -->"
+END = "<!-- benchmarks:end -->"
+SUITE = "suite"  # results/suite.json: what `python -m benchmarks` ran, how long, on which machine
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+Row = tuple[str, str, str, str, str]  # benchmark, setup, result, goal, met
+Summarizer = Callable[[dict[str, Any], str], list[Row]]  # (payload, where it ran) -> rows
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "no")
+
+
+def _throughput(payload: dict[str, Any], where: str) -> list[Row]:
+    rows = []
+    for comparison, setup, _ours, _base, ratio, goal in payload["rows"]:
+        fit = comparison.startswith("fit")
+        rows.append(
+            (
+                "`fit` vs a bare timm loop" if fit else "cached vs decode-per-epoch loader",
+                f"{where}, {setup}",
+                f"{ratio:.2f}{TIMES}",
+                f"≥ {goal:g}{TIMES}",
+                _met(ratio >= goal),
+            )
+        )
+    return rows
+
+
+_STORAGE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB", "journal": "journal"}
+
+
+def _storage(payload: dict[str, Any], where: str) -> list[Row]:
+    runs = [r for r in payload["runs"] if r["status"] == "ok"]
+    trials, real_s, goal = payload["args"]["trials"], payload["real_trial_s"], payload["overhead_goal"]
+
+    def pick(variant: str, workers: int) -> dict[str, dict[str, Any]]:
+        return {r["storage"]: r for r in runs if r["variant"] == variant and r["workers"] == workers}
+
+    ours1, ours4, plain4 = pick("foldtune", 1), pick("foldtune", 4), pick("plain", 4)
+    shares = {s: r["overhead_ms"]["p50"] / 1000 / real_s for s, r in ours1.items()}
+    ratios = {s: r["trials_per_s"] / plain4[s]["trials_per_s"] for s, r in ours4.items() if s in plain4}
+    ours = [r for r in payload["runs"] if r["variant"] == "foldtune"]
+    exact = sum(r["status"] == "ok" and r["finished"] == r["trials"] for r in ours)
+    workers = sorted({r["workers"] for r in ours})
+    return [
+        (
+            "budget overhead per trial, 1 worker",
+            f"{where}, {trials} cheap trials, p50 on {_names(shares)}",
+            " / ".join(f"{100 * v:.2f}" for v in shares.values()) + f" % of a {real_s:g} s trial",
+            f"≤ {100 * goal:g} %",
+            _met(bool(shares) and max(shares.values()) <= goal),
+        ),
+        (
+            "trials/s vs plain Optuna, 4 workers",
+            f"{where}, {trials} cheap trials, {_names(ratios)}",
+            " / ".join(f"{v:.2f}" for v in ratios.values()) + TIMES,
+            "—",
+            _met(None),
+        ),
+        (
+            "budget kept: exactly M trials finish",
+            f"{where}, M = {trials}, {len(ours)} runs: {len(_STORAGE_NAMES)} storages {TIMES} "
+            f"{'/'.join(map(str, workers))} workers",
+            f"{exact} of {len(ours)} runs",
+            "all",
+            _met(exact == len(ours)),
+        ),
+    ]
+
+
+def _names(by_storage: dict[str, Any]) -> str:
+    return " / ".join(_STORAGE_NAMES.get(s, s) for s in by_storage)
+
+
+def _pruning(payload: dict[str, Any], where: str) -> list[Row]:
+    goal = payload["goal"]
+    rows = []
+    for pruner, s in payload["summary"].items():
+        if pruner == "none":
+            continue
+        (ratio, ratio_sd), (diff, diff_sd) = s["epochs_ratio"], s["f1_diff"]
+        rows.append(
+            (
+                f"pruner {pruner} vs none",
+                f"{where}, {payload['setup']}",
+                f"epochs {ratio:.2f} ± {ratio_sd:.2f}{TIMES}, best F1 {diff:+.3f} ± {diff_sd:.3f}",
+                f"≤ {goal['epochs_ratio_at_most']:.2f}{TIMES} epochs, F1 within {goal['f1_within']:g}",
+                _met(s["goal_met"]),
+            )
+        )
+    return rows
+
+
+def _search(payload: dict[str, Any], where: str) -> list[Row]:
+    s = payload["summary"]
+    (tpe, tpe_sd), (rnd, rnd_sd) = s["tpe"]["best_f1"], s["random"]["best_f1"]
+    return [
+        (
+            "TPE vs random, equal epoch budget",
+            f"{where}, {payload['setup']}",
+            f"best F1 {tpe:.3f} ± {tpe_sd:.3f} vs {rnd:.3f} ± {rnd_sd:.3f}",
+            "TPE ≥ random",
+            _met(payload["goal_met"]),
+        )
+    ]
+
+
+# In table order; a result file belongs to the first name its file name starts with.
+SUMMARIZERS: dict[str, Summarizer] = {
+    "train_throughput": _throughput,
+    "storage_overhead": _storage,
+    "pruning": _pruning,
+    "search_quality": _search,
+}
+
+
+def _where(machine: dict[str, Any], recorded: bool) -> str:
+    device = machine.get("device", "cpu")
+    where = f"{machine.get('cores', '?')}-core CPU" if device == "cpu" else device
+    return f"{where} (recorded {machine.get('date', '?')})" if recorded else where
+
+
+def table_rows(results: Path) -> list[Row]:
+    """Rows of every known result file: summarizer order, then CPU before GPU, then file name."""
+    suite = _suite(results)
+    fresh = set(suite["results"]) if suite else None  # None: no suite run, nothing is marked
+    found: list[tuple[int, bool, str, dict[str, Any]]] = []
+    for path in results.glob("*.json"):
+        kind = next((i for i, name in enumerate(SUMMARIZERS) if path.stem.startswith(name)), None)
+        if kind is not None:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            found.append((kind, payload["machine"].get("device", "cpu") != "cpu", path.stem, payload))
+    rows = []
+    for kind, _, stem, payload in sorted(found, key=lambda item: item[:3]):
+        where = _where(payload["machine"], recorded=fresh is not None and stem not in fresh)
+        rows += list(SUMMARIZERS.values())[kind](payload, where)
+    return rows
+
+
+def _suite(results: Path) -> dict[str, Any] | None:
+    path = results / f"{SUITE}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def render(results: Path) -> str:
+    """The text between the markers: where the numbers come from, then the table."""
+    lines = []
+    suite = _suite(results)
+    if suite:
+        m = suite["machine"]
+        gpu = m.get("device", "cpu") != "cpu"
+        lines += [
+            f"Latest `python -m benchmarks`: {m['date']}, {m['cpu']}, {m['cores']} cores shared with "
+            f"other work, {suite['total_s'] / 60:.1f} min in all; "
+            + (f"device {m['device']}." if gpu else "no GPU, so GPU rows are recorded ones.")
+            + " Rows marked recorded come from earlier runs.",
+            "",
+        ]
+    lines += ["| benchmark | setup | result | goal | met |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(results)]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, results: Path) -> None:
+    """Replace the text between START and END in ``readme`` with :func:`render` of ``results``."""
+    text = readme.read_text(encoding="utf-8")
+    head, found_start, rest = text.partition(START)
+    _, found_end, tail = rest.partition(END)
+    if not found_start or not found_end:
+        raise ValueError(f"{readme}: no '{START}' ... '{END}' pair; put the markers where the table goes")
+    new = f"{head}{START}\n{render(results)}\n{END}{tail}"
+    fd, tmp = tempfile.mkstemp(prefix=f".{readme.name}-", dir=readme.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(new)
+        os.chmod(tmp, readme.stat().st_mode & 0o777)
+        os.replace(tmp, readme)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,108 @@
+"""Search quality: TPE vs random sampling at an equal epoch budget.
+
+Each sampler runs the same study as ``benchmarks.pruning`` (the ``quick`` space on the built-in
+sample data, test_resnet at 32 px on the CPU, no pruner) until it has spent the epoch budget; its
+score is the best F1 of the trials that finished within the budget. Over the seeds: mean ± std and
+the per-seed difference TPE - random; the JSON also holds best-so-far vs epochs spent of every run.
+Goal: TPE at least as good as random on average.
+
+    python -m benchmarks.search_quality                  # budget 96 epochs (~12 trials), 3 seeds
+    python -m benchmarks.search_quality --quick          # CPU-sized for `python -m benchmarks`
+    python -m benchmarks.search_quality --budget 192 --seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import report
+from benchmarks.studies import StudyRun, StudySize, Workspace, mean_std, prepare_process, run_study
+
+SAMPLERS = ("tpe", "random")
+QUICK = {"budget": 96, "folds": 2, "epochs": 4, "images": 600}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budget", type=int, default=96, help="epochs per study, over all its trials")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4, help="budget.max_epochs per fold")
+    parser.add_argument("--images", type=int, default=None, help="train on this many sample images")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"CPU-sized: {', '.join(f'{k}={v}' for k, v in QUICK.items())}"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    return args
+
+
+def summarize(runs: list[StudyRun], budget: int) -> dict[str, Any]:
+    """Per sampler: best F1 within the budget and trials run, over seeds; the per-seed TPE - random."""
+    best = {s: {r.seed: r.best_within(budget) for r in runs if r.sampler == s} for s in SAMPLERS}
+    summary: dict[str, Any] = {
+        sampler: {
+            "best_f1": mean_std(list(best[sampler].values())),
+            "trials": statistics.fmean(r.trials_within(budget) for r in runs if r.sampler == sampler),
+        }
+        for sampler in SAMPLERS
+    }
+    seeds = sorted(best["tpe"].keys() & best["random"].keys())
+    summary["tpe_minus_random"] = mean_std([best["tpe"][s] - best["random"][s] for s in seeds])
+    return summary
+
+
+def main() -> None:
+    args = parse_args()
+    prepare_process(args.threads)
+    size = StudySize(trials=0, folds=args.folds, epochs=args.epochs)  # trials: as many as the budget buys
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="foldtune-search-") as tmp:
+        work = Workspace(Path(tmp), size, images=args.images)
+        for seed in args.seeds:
+            for sampler in SAMPLERS:
+                run = run_study(work, sampler=sampler, pruner="none", seed=seed, epoch_budget=args.budget)
+                runs.append(run)
+                print(run.line(), flush=True)
+        n_images = work.n_images
+    summary = summarize(runs, args.budget)
+    diff, diff_sd = summary["tpe_minus_random"]
+    goal_met = diff >= 0
+    setup = (
+        f"{args.budget} epochs per study ({size.folds} folds x <= {size.epochs} epochs a trial, "
+        f"no pruner), {n_images} sample images, {len(args.seeds)} seeds"
+    )
+    rows = [
+        [s, f"{summary[s]['best_f1'][0]:.3f} ± {summary[s]['best_f1'][1]:.3f}", f"{summary[s]['trials']:.1f}"]
+        for s in SAMPLERS
+    ]
+    rows.append(["tpe - random", f"{diff:+.3f} ± {diff_sd:.3f}", ""])
+    os.environ.setdefault("COLUMNS", "160")  # rich falls back to 80 columns when piped
+    report(
+        f"search_quality{'_quick' if args.quick else ''}",
+        f"Best F1 at an equal epoch budget: {setup}; mean ± std over seeds; "
+        f"goal TPE >= random: {'met' if goal_met else 'missed'}",
+        ["sampler", "best F1 within the budget", "trials within the budget"],
+        rows,
+        {
+            "args": vars(args),
+            "setup": setup,
+            "summary": summary,
+            "goal_met": goal_met,
+            "runs": [r.to_json() for r in runs],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
