@@ -200,7 +200,13 @@ def predict(
             cache_dir=cache_dir,
             tracking_uri=tracking_uri,
         )
-        _write_csv(tmp, table, result.classes, p, with_probs=probs)
+        try:
+            _write_csv(tmp, table, result.classes, p, with_probs=probs)
+        except OSError as exc:  # disk full, quota: the temp file goes, the user gets one line
+            raise UserError(
+                f"--out: cannot write {out} ({exc.strerror or exc}); free some space or choose "
+                "another directory"
+            ) from None
     return PredictResult(**{**result.__dict__, "out": Path(out)})
 
 

@@ -130,7 +130,7 @@ def download_model(ref: str, dest: Path, *, tracking_uri: str | None = None) -> 
 
     parsed = parse_model_uri(ref) if ref.startswith("models:/") else None  # before touching MLflow
     uri = resolve_tracking_uri(tracking_uri)
-    mlflow_client = client(uri)
+    mlflow_client = client(uri, existing=True)
     source = ref
     if parsed is not None:
         name, alias, version = parsed

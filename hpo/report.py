@@ -12,6 +12,7 @@ import html
 import io
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -59,21 +60,48 @@ def write_report(
 
     Raises:
         ConfigError: the dataset does not load (run ``hpo data check`` for the full list), or ``out``
-            cannot be written.
+            cannot be written (disk full: what this run wrote is removed, a folder it made as well).
     """
     try:
         table = load_table(source, fmt)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (`hpo data check` lists every problem at once)") from None
     out = Path(out)
+    created = _first_missing(out / "samples")
     try:
         (out / "samples").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out: cannot create {out} ({exc.strerror}); choose a writable folder") from None
 
     sizes = _image_sizes(table, progress)
-    counts = table.class_counts()
     written: list[str] = []
+    try:
+        _write_files(table, source, sizes, out, written, samples_per_class, thumb_size, seed)
+    except OSError as exc:  # disk full, quota: take back what this run wrote
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        for name in written:
+            (out / name).unlink(missing_ok=True)
+        raise ConfigError(
+            f"--out: cannot write the report into {out} ({exc.strerror or exc}); free some space or "
+            "choose another folder"
+        ) from None
+    logger.info("wrote %s with %d images", out / "index.html", len(written))
+    return ReportFiles(out=out, html=out / "index.html", images=tuple(written))
+
+
+def _write_files(
+    table: ImageTable,
+    source: str | Path,
+    sizes: np.ndarray,
+    out: Path,
+    written: list[str],
+    samples_per_class: int,
+    thumb_size: int,
+    seed: int,
+) -> None:
+    """Charts, sample grids, then the page; each name goes into ``written`` once it is in place."""
+    counts = table.class_counts()
 
     def save(name: str, data: bytes) -> str:
         _atomic_write(out / name, data)
@@ -105,8 +133,6 @@ def write_report(
         grids=grids,
     )
     _atomic_write(out / "index.html", page.encode())
-    logger.info("wrote %s with %d images", out / "index.html", len(written))
-    return ReportFiles(out=out, html=out / "index.html", images=tuple(written))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,6 +351,16 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet: what ``mkdir(parents=True)`` creates."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

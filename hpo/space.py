@@ -279,6 +279,17 @@ class SearchSpace(BaseModel):
             )
         return apply_overrides(base, {**self.fixed, **sampled}, where="search space")
 
+    def values_of(self, path: str, base: RunConfig) -> list[Any]:
+        """What ``path`` can be in a trial, as far as feasibility goes: each choice, both ends of a
+        range, or the value of ``base`` (which holds the fixed values) when it is not searched."""
+        param = self.params.get(path)
+        if isinstance(param, CategoricalParam):
+            return list(param.choices)
+        if isinstance(param, FloatParam | IntParam):
+            return [param.low, param.high]
+        section, key = path.split(".", 1)
+        return [base.to_dict()[section][key]]
+
     # ---- storage and display
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import optuna
 from hpo.errors import UserError
 from hpo.samplers import PRUNERS, SAMPLERS
 from hpo.space import SearchSpace, load_space
-from storage import artifact_dir, normalize_url, open_storage, redact, storage_lock
-from training.config import DataConfig, RunConfig, apply_overrides
-from training.data import load_table
+from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
+from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
+from training.data import ImageTable, load_table
 
 __all__ = [
     "StudySpec",
@@ -104,6 +104,7 @@ def create_study(
     table = load_table(source)
     base = loaded_space.resolve(RunConfig(data=DataConfig(source=source)), {})
     base = apply_overrides(base, {"cv.folds": folds, "cv.seed": seed}, where="hpo study create")
+    _check_trials_can_run(loaded_space, base, table, space_arg=str(space), data_arg=data)
     spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed)
     url = storage_url(storage)
     backend = open_storage(url)
@@ -134,6 +135,12 @@ def artifact_location(study: optuna.Study | optuna.study.FrozenStudy) -> str | N
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, StudySpec]:
     url = storage_url(storage)
+    path = file_path(normalize_url(url))
+    if path is not None and not Path(path).exists():  # opening would leave an empty database behind
+        raise UserError(
+            f"study '{name}' not found: {redact(url)} does not exist; create it with "
+            f"`hpo study create {name} ...` or pass the right --storage"
+        )
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(url))
     except KeyError:
@@ -152,6 +159,34 @@ def load_spec(study: optuna.Study) -> StudySpec:
             "(no foldtune spec in its attrs); create a new study with hpo"
         )
     return StudySpec.from_dict(raw, where=f"study '{study.study_name}'")
+
+
+def _check_trials_can_run(
+    space: SearchSpace, base: RunConfig, table: ImageTable, *, space_arg: str, data_arg: str
+) -> None:
+    """Refuse inputs on which every trial would fail (workers would fail trial after trial, never
+    reaching the budget): an unknown model, images smaller than it needs, too few images or groups
+    per class for the folds."""
+    import torch
+
+    from training.folds import make_folds
+    from training.models import build_model, check_image_size
+
+    smallest = min(space.values_of("data.image_size", base))
+    for name in space.values_of("model.name", base):
+        overrides = {"model.name": name, "model.pretrained": False}
+        cfg = apply_overrides(base, overrides, where=f"--space {space_arg}")
+        try:
+            with torch.device("meta"):  # the architecture only: no memory, no weights
+                model = build_model(cfg.model, len(table.classes))
+            check_image_size(model, name, smallest)
+        except ConfigError as exc:
+            raise ConfigError(f"--space {space_arg}: {exc}") from None
+    for folds in space.values_of("cv.folds", base):
+        try:
+            make_folds(table.labels, table.groups, folds, base.cv.seed, classes=table.classes)
+        except ConfigError as exc:
+            raise ConfigError(f"--data {data_arg} with {folds} folds: {exc}") from None
 
 
 def _check_same(name: str, existing: StudySpec, wanted: StudySpec) -> None:

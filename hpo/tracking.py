@@ -150,10 +150,19 @@ def _health_request(uri: str) -> urllib.request.Request:
     return request
 
 
-def client(uri: str):
-    """An ``MlflowClient`` for tracking and registry at ``uri``; store errors become UserError."""
+def client(uri: str, *, existing: bool = False):
+    """An ``MlflowClient`` for tracking and registry at ``uri``; store errors become UserError.
+
+    ``existing``: only read, so a local store that is not there is an error, not a new empty one.
+    """
     from mlflow import MlflowClient
 
+    db = _sqlite_file(uri)
+    if existing and db is not None and not db.is_file():
+        raise UserError(
+            f"MLflow store {redact(uri)} does not exist; pass --tracking-uri (or set "
+            "MLFLOW_TRACKING_URI) to the store the model was registered in"
+        )
     check_reachable(uri)
     try:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -149,14 +149,15 @@ def run_workers(
         raise UserError(f"--timeout: {timeout} must be a positive number of seconds")
     if heartbeat < 1:
         raise UserError(f"--heartbeat: {heartbeat} must be at least 1 second")
+    slots = parse_devices(devices)
     url = storage_url(storage)
     study, spec = open_study(
         name, url
     )  # fail here, once, if the study is missing; also creates the schema once
+    _warm_cache(spec, data, on_cache)
+    # Only now, with every input checked, does the worker change the study.
     if n_trials is not None:
         study.set_user_attr("budget", n_trials)  # lets `hpo status` show an ETA
-    slots = parse_devices(devices)
-    _warm_cache(spec, data, on_cache)
     deadline = time.time() + timeout if timeout else None
     checkpoints = str(Path(checkpoint_dir).resolve())
     ctx = mp.get_context("spawn")

@@ -18,12 +18,13 @@ from storage._errors import StorageError
 from storage._lock import storage_lock
 from storage._open import open_storage, serve_proxy, upgrade_schema
 from storage._redact import redact
-from storage._urls import SUPPORTED_FORMS, normalize_url
+from storage._urls import SUPPORTED_FORMS, file_path, normalize_url
 
 __all__ = [
     "SUPPORTED_FORMS",
     "StorageError",
     "artifact_dir",
+    "file_path",
     "normalize_url",
     "open_artifact_store",
     "open_storage",

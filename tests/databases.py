@@ -47,6 +47,7 @@ __all__ = [
     "admin_execute",
     "database_url",
     "fresh_storage_url",
+    "mariadb_user",
     "require_server",
     "storage_url",
     "unique_name",
@@ -117,6 +118,17 @@ def admin_execute(mode: str, *statements: str, **params: Any) -> list[Any]:
             result = conn.execute(sa.text(statement), params)
             rows = list(result) if result.returns_rows else []
     return rows
+
+
+@contextmanager
+def mariadb_user(user: str, password: str, *, database: str) -> Iterator[None]:
+    """A MariaDB account ``user`` with ``password`` and every right on ``database``; dropped afterwards."""
+    admin_execute("mariadb", f"CREATE USER '{user}'@'%' IDENTIFIED BY :pw", pw=password)
+    try:
+        admin_execute("mariadb", f"GRANT ALL ON {database}.* TO '{user}'@'%'")
+        yield
+    finally:
+        admin_execute("mariadb", f"DROP USER IF EXISTS '{user}'@'%'")
 
 
 def require_server(mode: str) -> None:

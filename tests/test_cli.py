@@ -1,4 +1,7 @@
-"""The `hpo` CLI in-process: help, study create/reuse/conflict, status, space show, one-line errors."""
+"""The `hpo` CLI in-process: help, study create/reuse/conflict, status, space show.
+
+Bad input of every command (one line, exit code 2): tests/test_bad_inputs.py.
+"""
 
 from __future__ import annotations
 
@@ -72,42 +75,6 @@ def test_study_create_reuse_and_conflict(workdir: Path, csv: Path) -> None:
     status = invoke("status", "s1", "--json")
     assert status.exit_code == 0
     assert json.loads(status.stdout)["counts"] == {}
-
-
-@pytest.mark.parametrize(
-    ("args", "needles"),
-    [
-        (("status", "nope"), ("study 'nope' not found", "hpo study create")),
-        (("worker", "nope", "--devices", "cpu"), ("not found",)),
-        (
-            ("study", "create", "x", "--space", "quick", "--data", "sample", "--sampler", "bogus"),
-            ("--sampler",),
-        ),
-        (
-            ("study", "create", "x", "--space", "quick", "--data", "sample", "--pruner", "bogus"),
-            ("--pruner",),
-        ),
-        (("study", "create", "x", "--space", "nope.yaml", "--data", "sample"), ("nope.yaml",)),
-        (("study", "create", "x", "--space", "quick", "--data", "missing_dir"), ("missing_dir",)),
-        (("status", "x", "--storage", "oracle://u@h/db"), ("oracle",)),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2(
-    workdir: Path, args: tuple[str, ...], needles: tuple[str, ...]
-) -> None:
-    assert_one_line_error(invoke(*args), *needles)
-
-
-def test_worker_rejects_bad_devices_and_budgets(workdir: Path, csv: Path) -> None:
-    assert invoke("study", "create", "w", "--space", "quick", "--data", str(csv)).exit_code == 0
-    assert_one_line_error(invoke("worker", "w", "--devices", "7"), "GPU 7 does not exist")
-    assert_one_line_error(invoke("worker", "w", "--devices", "cpu:0"), "cpu:0")
-    assert_one_line_error(invoke("worker", "w", "--devices", "cpu", "--n-trials", "0"), "--n-trials")
-
-
-def test_password_never_printed(workdir: Path) -> None:
-    line = assert_one_line_error(invoke("status", "s", "--storage", "postgresql://ann:s3cr3t@127.0.0.1:1/db"))
-    assert "s3cr3t" not in line and "***" in line
 
 
 def _free_port() -> int:

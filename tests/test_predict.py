@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.packaging import Bundle, Member, load_bundle, save_bundle
-from tests.datasets import make_csv_dataset, make_mask_tree, mask_label, write_image
+from tests.datasets import make_mask_tree, mask_label, write_image
 from training.cache import decode_image
 from training.config import RunConfig
 from training.loop import predict_proba
@@ -210,29 +210,3 @@ def test_a_failure_midway_writes_nothing(workdir: Path, bundle_dir: Path) -> Non
     one_line_error(result, "3.png")
     assert not fresh.exists()
     assert not [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")]
-
-
-def test_user_errors_are_one_line(workdir: Path, bundle_dir: Path, mask_root: Path) -> None:
-    data = ("--data", str(mask_root))
-    blocker = workdir / "a_file"
-    blocker.write_text("x")
-    one_line_error(
-        invoke("predict", "--model", str(bundle_dir), *data, "--out", str(blocker / "sub.csv")), "--out"
-    )
-    one_line_error(
-        invoke("predict", "--model", str(workdir / "nope"), *data, "--out", "s.csv"), "--model", "nope"
-    )
-    one_line_error(
-        invoke("predict", "--model", str(bundle_dir), *data, "--out", "s.csv", "--tta", "spin"), "--tta"
-    )
-    one_line_error(
-        invoke("predict", "--model", str(bundle_dir), *data, "--out", "s.csv", "--vote", "loud"), "--vote"
-    )
-    other = make_csv_dataset(workdir / "abc", classes=("cat", "dog"), per_class=2, size=(32, 32))
-    one_line_error(
-        invoke("evaluate", "--model", str(bundle_dir), "--data", str(other)), "cat, dog", "model's 18 classes"
-    )
-    one_line_error(
-        invoke("predict", "--model", "models:/nope", *data, "--out", "s.csv"), "models:/NAME@ALIAS"
-    )
-    assert not (workdir / "s.csv").exists()

@@ -39,6 +39,7 @@ from tests.databases import (
     admin_execute,
     database_url,
     fresh_storage_url,
+    mariadb_user,
     require_server,
     unique_name,
 )
@@ -357,7 +358,7 @@ def test_bad_urls_say_what_and_how_in_one_line(url: str, fragment: str) -> None:
 
 def test_wrong_password_on_mariadb(caplog: pytest.LogCaptureFixture) -> None:
     user = unique_name("ftu_")[:30]
-    with fresh_storage_url("mariadb") as url, _mariadb_user(user, SECRET, database=sa.make_url(url).database):
+    with fresh_storage_url("mariadb") as url, mariadb_user(user, SECRET, database=sa.make_url(url).database):
         right = database_url("mariadb", sa.make_url(url).database, username=user, password=SECRET)
         optuna.create_study(storage=open_storage(right), study_name="ok")  # special characters work
 
@@ -468,16 +469,6 @@ def _connects(url: str) -> bool:
         return False
     finally:
         engine.dispose()
-
-
-@contextmanager
-def _mariadb_user(user: str, password: str, *, database: str | None) -> Iterator[None]:
-    admin_execute("mariadb", f"CREATE USER '{user}'@'%' IDENTIFIED BY :pw", pw=password)
-    try:
-        admin_execute("mariadb", f"GRANT ALL ON {database}.* TO '{user}'@'%'")
-        yield
-    finally:
-        admin_execute("mariadb", f"DROP USER IF EXISTS '{user}'@'%'")
 
 
 def _assert_clean(error: BaseException, secrets: list[str], caplog: Any = None) -> None:

@@ -24,7 +24,7 @@ from training.config import ConfigError, RunConfig
 from training.folds import oversample
 from training.losses import build_loss
 from training.metrics import macro_f1
-from training.models import apply_freeze, build_model, min_input_size, normalization
+from training.models import apply_freeze, build_model, check_image_size, normalization
 from training.optim import build_optimizer, build_scheduler
 from training.transforms import Normalizer, build_augment, uses_hflip
 
@@ -98,11 +98,7 @@ def fit(
     torch.manual_seed(budget.seed)
 
     model = build_model(config.model, data.n_classes)
-    if config.data.image_size < (smallest := min_input_size(model)):
-        raise ConfigError(
-            f"data.image_size: {config.data.image_size} px is too small for {config.model.name}; "
-            f"use at least {smallest}"
-        )
+    check_image_size(model, config.model.name, config.data.image_size)
     apply_freeze(model, config.model.freeze)
     model.to(device)
     if device.type == "cuda":

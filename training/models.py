@@ -25,7 +25,14 @@ from torch import nn
 
 from training.config import ConfigError, ModelConfig
 
-__all__ = ["apply_freeze", "build_model", "min_input_size", "normalization", "stage_count"]
+__all__ = [
+    "apply_freeze",
+    "build_model",
+    "check_image_size",
+    "min_input_size",
+    "normalization",
+    "stage_count",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +143,14 @@ def min_input_size(model: nn.Module) -> int:
     else:
         sizes.append(32)  # the usual total stride of an ImageNet classifier
     return max(sizes)
+
+
+def check_image_size(model: nn.Module, name: str, image_size: int) -> None:
+    """Raise a ConfigError when ``image_size`` is below :func:`min_input_size` of ``model`` (``name``)."""
+    if image_size < (smallest := min_input_size(model)):
+        raise ConfigError(
+            f"data.image_size: {image_size} px is too small for {name}; use at least {smallest}"
+        )
 
 
 # --- weights ------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def finished_count(study) -> int:
 def with_trial_progress(name: str, storage: str | None, target: int | None, work: Callable) -> Any:
     """Run ``work(on_poll, on_cache)`` under progress bars for data caching and finished trials.
 
-    The bars appear with the first report, so input errors raised before any work stay one line.
+    The bars appear with the first report and vanish when the work fails, so input errors stay one line.
     """
     from hpo.status import study_status
     from hpo.study import open_study
@@ -55,6 +55,9 @@ def with_trial_progress(name: str, storage: str | None, target: int | None, work
         result = work(on_poll, on_cache)
         last[0] = 0.0
         on_poll()
+    except BaseException:
+        progress.live.transient = True  # a failed run leaves its one error line, not half-drawn bars
+        raise
     finally:
         progress.stop()
     return result

@@ -46,9 +46,12 @@ def study_create(
 ) -> None:
     """Create a study (or reuse it when the inputs are the same)."""
     from hpo.study import create_study, storage_url
-    from hpo.tracking import enable_tracking, requested_tracking_uri
+    from hpo.tracking import check_reachable, enable_tracking, requested_tracking_uri
     from storage import redact
 
+    uri = requested_tracking_uri(mlflow, tracking_uri)
+    if uri is not None:
+        check_reachable(uri)  # before the study exists, so a dead server leaves nothing behind
     optuna_study, created = create_study(
         name,
         space=space,
@@ -62,7 +65,6 @@ def study_create(
     )
     verb = "created" if created else "reusing"
     console.print(f"{verb} study [bold]{name}[/] in {redact(storage_url(storage))}")
-    uri = requested_tracking_uri(mlflow, tracking_uri)
     if uri is not None:
         tracking = enable_tracking(optuna_study, storage_url=storage_url(storage), tracking_uri=uri)
         console.print(
