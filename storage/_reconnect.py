@@ -39,7 +39,7 @@ __all__ = ["RECONNECT_TIMEOUT_S", "ReconnectingRDBStorage", "ride_out"]
 _logger = logging.getLogger(__name__)
 
 RECONNECT_TIMEOUT_S = 300.0  # how long an outage may last before storage calls give up
-_FIRST_DELAY_S, _MAX_DELAY_S = 0.1, 2.0  # backoff between attempts (with jitter)
+_FIRST_DELAY_S, _MAX_DELAY_S = 0.1, 1.0  # backoff between attempts (with jitter)
 T = TypeVar("T")
 
 
@@ -124,8 +124,8 @@ class ReconnectingRDBStorage(RDBStorage):
             return self._ride_out(call, once=True)
         except AmbiguousCommit as exc:
             error = StorageError(
-                f"the connection to {redact(self.url)} broke while a new study or trial was committed "
-                f"({exc}); it may exist as an orphan: check `hpo status` and retry"
+                f"the connection to {redact(self.url)} broke while a new study or trial was being "
+                f"committed ({exc}); it may or may not have been stored: look before creating it again"
             )
         raise error
 

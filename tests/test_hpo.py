@@ -14,10 +14,11 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.study import create_study
-from hpo.worker import run_workers
+from hpo.worker import STOP_GRACE_SECONDS, run_workers
 from storage import open_storage
 from tests.databases import fresh_storage_url
 from tests.datasets import make_csv_dataset
+from tests.processes import alive, worker_processes
 
 HPO = str(Path(sys.executable).parent / "hpo")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -139,7 +140,7 @@ def test_wilcoxon_reports_one_value_per_fold(workdir: Path, small_csv: Path) -> 
 
 @pytest.mark.slow
 def test_sigterm_hands_the_running_trial_back_and_a_retry_resumes(workdir: Path, small_csv: Path) -> None:
-    space = write_space(workdir, epochs=40)
+    space = write_space(workdir, epochs=20)
     url = f"sqlite:///{workdir / 'term.db'}"
     create_study("term", space=space, data=str(small_csv), storage=url, folds=2, pruner="none")
     pool = hpo("worker", "term", "--storage", url, "--devices", "cpu", "--n-trials", "1", cwd=workdir)
@@ -152,8 +153,17 @@ def test_sigterm_hands_the_running_trial_back_and_a_retry_resumes(workdir: Path,
     else:
         pool.kill()
         pytest.fail("no trial reached epoch 3")
+    children = worker_processes(pool.pid)
+    assert children, "no trial process found under the pool"
+    started = time.monotonic()
     pool.send_signal(signal.SIGTERM)
-    pool.communicate(timeout=60)  # bounded: the pool must stop well within its grace period
+    while any(alive(pid) for pid in children) and time.monotonic() - started < STOP_GRACE_SECONDS:
+        time.sleep(0.05)
+    stopped_s = time.monotonic() - started
+    _, err = pool.communicate(timeout=60)
+    # Every trial process exits by itself (exit code 0: none was killed at the end of the grace period).
+    assert pool.returncode == 0, err
+    assert stopped_s < 20, f"the trial process took {stopped_s:.1f} s to stop after SIGTERM"
 
     trials = trials_of(url, "term")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
