@@ -47,6 +47,13 @@ def test_three_fold_sample_reaches_090_macro_f1(tiny_config) -> None:
     assert np.mean(scores) >= 0.90, scores
 
 
+def test_augmented_training_repeats_exactly(tiny_config, fold) -> None:
+    # A trial must train the same way when it runs again (or in another study), augmentation included.
+    config = apply_overrides(tiny_config, {"augment.preset": "light", "budget.max_epochs": 1})
+    first, second = (fit(config, *fold).history[0] for _ in range(2))
+    assert (first.train_loss, first.f1) == (second.train_loss, second.f1)
+
+
 def test_on_epoch_can_stop_and_raise(tiny_config, fold) -> None:
     seen = []
     result = fit(tiny_config, *fold, on_epoch=lambda stats: seen.append(stats.epoch) or True)

@@ -221,6 +221,8 @@ def _train_epoch(
     budget = config.budget
     model.train()
     rng = np.random.default_rng([budget.seed, epoch])  # per-epoch stream: a resumed run shuffles identically
+    if augment is not None:  # albumentations draws from its own generator, seeded from the OS unless set
+        augment.set_random_seed(budget.seed * 10_000 + epoch)
     total = torch.zeros((), device=normalizer.device)  # summed on device: no host sync per step
     n_seen = 0
     batches = iterate_batches(
