@@ -83,7 +83,7 @@ class Ensemble:
 
     def __init__(self, bundle: Bundle, *, device: str = "auto", batch_size: int = 128) -> None:
         self.bundle = bundle
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, where="--device")
         self.batch_size = batch_size
         self.models = [build_member_model(m, len(bundle.classes)).to(self.device) for m in bundle.members]
 
@@ -142,9 +142,10 @@ def atomic_output(out: str | Path) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     except OSError as exc:
+        # mkdir says "File exists" when a file stands where a folder should be
+        reason = "a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
         raise UserError(
-            f"--out: cannot write to {out.parent.resolve()} ({exc.strerror or exc}); "
-            "choose a writable directory"
+            f"--out: cannot write to {out.parent.resolve()} ({reason}); choose a writable directory"
         ) from None
     os.close(fd)
     tmp = Path(name)

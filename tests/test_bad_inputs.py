@@ -188,7 +188,7 @@ def zero_byte_image(env: Env) -> Bad:
     _broken_image(env, lambda png: png.write_bytes(b""))
     return Bad(
         ["worker", "s", "--storage", env.storage, "--devices", "cpu", "--n-trials", "1"],
-        ("imgs/c_04.png: cannot decode image", "fix or remove the file"),
+        ("imgs/c_04.png: cannot decode image (the file is empty)", "fix or remove the file"),
         keep=(*STUDY_FILES, ".hpo", ".hpo/cache"),  # the cache folder, without a half-built file
         check=no_trials(env),
     )
@@ -199,7 +199,7 @@ def corrupt_image(env: Env) -> Bad:
     _broken_image(env, lambda png: png.write_bytes(b"GIF89a" + bytes(range(256))))
     return Bad(
         ["worker", "s", "--storage", env.storage, "--devices", "cpu", "--n-trials", "1"],
-        ("imgs/c_04.png: cannot decode image", "fix or remove the file"),
+        ("imgs/c_04.png: cannot decode image (cannot identify image file)", "fix or remove the file"),
         keep=(*STUDY_FILES, ".hpo", ".hpo/cache"),
         check=no_trials(env),
     )
@@ -464,7 +464,7 @@ def predict_on_a_cuda_device_that_does_not_exist(env: Env) -> Bad:
     index = torch.cuda.device_count() + 2
     return Bad(
         env.predict("--out", "p.csv", "--device", f"cuda:{index}"),
-        (f"'cuda:{index}' does not exist", "use auto or cpu"),
+        (f"--device: 'cuda:{index}' does not exist", "use auto or cpu"),
     )
 
 
@@ -552,7 +552,10 @@ def unwritable_predict_output(env: Env) -> Bad:
     env.write("a_file", "x")
     return Bad(
         env.predict("--out", str(env.tmp / "a_file" / "sub.csv")),
-        (f"--out: cannot write to {env.tmp / 'a_file'}", "choose a writable directory"),
+        (
+            f"--out: cannot write to {env.tmp / 'a_file'} (a file, not a folder)",
+            "choose a writable directory",
+        ),
     )
 
 

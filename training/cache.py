@@ -74,8 +74,17 @@ def decode_image(path: Path, size: int) -> np.ndarray:
             f"{path}: image file is missing; restore it or remove it from the dataset"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ConfigError(f"{path}: cannot decode image ({reason}); fix or remove the file") from None
+        raise ConfigError(
+            f"{path}: cannot decode image ({_reason(path, exc)}); fix or remove the file"
+        ) from None
+
+
+def _reason(path: Path, exc: BaseException) -> str:
+    """Why a file did not decode, in a few words (the message already names the file)."""
+    if isinstance(path, Path) and path.is_file() and path.stat().st_size == 0:
+        return "the file is empty"
+    text = " ".join(str(exc).split()).replace(f" {str(path)!r}", "")
+    return text or type(exc).__name__
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -61,19 +61,19 @@ class FitResult:
 OnEpoch = Callable[[EpochStats], bool | None]
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, *, where: str = "budget.device") -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; errors name ``where`` the value came from."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"budget.device: unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"{where}: unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if (device.index or 0) >= count:
             raise ConfigError(
-                f"budget.device: '{name}' does not exist (this machine has {count} CUDA device(s)); "
-                "use auto or cpu"
+                f"{where}: '{name}' does not exist (this machine has {count} CUDA device(s)); use auto or cpu"
             )
     return device
 
