@@ -669,7 +669,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
         before = snapshot(tmp_path)
         result = runner.invoke(app, bad.args)
         line = assert_bad_input(bad, env, before, result.exit_code, result.stdout, result.stderr)
-    record_property("message", line)  # the catalog with its messages: pytest --junitxml
+    record_property("message", line)  # the messages: pytest -o junit_family=xunit1 --junitxml=F
 
 
 # A real process each: no traceback at process level either (worker spawning, logging set-up, exit).
