@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -190,7 +191,45 @@ def test_storage_waits_for_the_server_and_then_gives_up_with_a_storage_error(
 
 
 @pytest.mark.slow
-def test_a_commit_cut_off_in_flight_is_settled_not_repeated_blindly() -> None:
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # fail_stale_trials
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_no_trial_counts_as_stale_right_after_an_outage() -> None:
+    with private_postgres() as pg:
+        storage = open_storage(pg.url(), heartbeat_interval=1)  # grace period: 12 s
+        study = optuna.create_study(storage=storage, study_name="s")
+        before, after = study.ask(), study.ask()
+        for trial in (before, after):
+            storage.record_heartbeat(trial._trial_id)
+
+        silence(pg.url(), before._trial_id)  # its worker died an hour ago
+        optuna.storages.fail_stale_trials(study)
+        assert study._storage.get_trial(before._trial_id).state == TrialState.FAIL
+
+        pg.stop()
+        threading.Timer(0.3, pg.start).start()
+        study.get_trials()  # rides out the outage
+        silence(pg.url(), after._trial_id)  # as if it had missed its beats during the outage
+        optuna.storages.fail_stale_trials(study)
+        assert (
+            study._storage.get_trial(after._trial_id).state == TrialState.RUNNING
+        )  # its worker may beat yet
+
+
+def silence(url: str, trial_id: int) -> None:
+    """Date the last heartbeat of ``trial_id`` an hour back."""
+    beats = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat", sa.DateTime))
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(beats).where(beats.c.trial_id == trial_id).values(heartbeat=datetime(2000, 1, 1))
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_commit_cut_off_runs_again_only_where_the_outcome_can_be_read_back() -> None:
     with private_postgres() as pg:
         storage = open_storage(pg.url(), heartbeat_interval=None, reconnect_timeout=60)
         armed = threading.Event()
@@ -205,7 +244,7 @@ def test_a_commit_cut_off_in_flight_is_settled_not_repeated_blindly() -> None:
         study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
         trial_id = storage.create_new_trial(study_id)
         armed.set()
-        # A state change is read back after the restart: not stored, so it runs again, once.
+        # A state change is read back after the restart: not stored, so it runs again.
         assert storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.5]) is True
         trial = storage.get_trial(trial_id)
         assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.5)
