@@ -22,19 +22,22 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from optuna.storages import RDBStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
 from storage._errors import StorageError, driver_reason, is_connection_error, translate
 from storage._redact import redact
 
-__all__ = ["RECONNECT_TIMEOUT_S", "ReconnectingRDBStorage", "ride_out"]
+__all__ = ["RECONNECT_TIMEOUT_S", "AmbiguousCommit", "ReconnectingRDBStorage", "recovered_within", "ride_out"]
 
 _logger = logging.getLogger(__name__)
 
@@ -113,10 +116,10 @@ class ReconnectingRDBStorage(RDBStorage):
     def _ride_out(self, call: Callable[[], T], *, once: bool = False) -> T:
         return ride_out(self.url, call, timeout=self.reconnect_timeout, once=once)
 
-    def create_new_study(self, directions, study_name=None) -> int:
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
         return self._create(functools.partial(super().create_new_study, directions, study_name))
 
-    def _create_new_trial(self, study_id, template_trial=None):
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         return self._create(functools.partial(super()._create_new_trial, study_id, template_trial))
 
     def _create(self, call: Callable[[], T]) -> T:
@@ -129,7 +132,9 @@ class ReconnectingRDBStorage(RDBStorage):
             )
         raise error
 
-    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
         while True:
             try:
                 return self._ride_out(
@@ -228,3 +233,12 @@ def _recovered(outage: _Outage, url: str) -> None:
             return
         _logger.info("reconnected to %s after %.0f s", redact(url), time.monotonic() - outage.since)
         outage.since, outage.ended = None, time.monotonic()
+
+
+def _forget_outages_after_fork() -> None:
+    global _outages_guard
+    _outages_guard = threading.Lock()  # a thread of the parent may have held it
+    _outages.clear()
+
+
+os.register_at_fork(after_in_child=_forget_outages_after_fork)
