@@ -703,6 +703,7 @@ def process_runs(shared: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield runs
 
 
+@pytest.mark.slow  # three `hpo` processes at once: their imports take seconds of CPU each
 @pytest.mark.parametrize("name", IN_A_PROCESS)
 def test_bad_input_in_a_real_process(name: str, process_runs: dict) -> None:
     assert_bad_input(*process_runs[name])
