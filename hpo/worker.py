@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,7 +119,9 @@ class BudgetedStudy(optuna.Study):
                     return super().ask(fixed_distributions)
             # Budget is covered by running trials, but one of them may still fail and need a retry.
             time.sleep(self._poll)
-            optuna.storages.fail_stale_trials(self)
+            with warnings.catch_warnings():  # "experimental" in Optuna since 2.9; the heartbeat relies on it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self)
 
     def _count(self) -> tuple[int, int]:
         """(finished, running) from ONE read: with two, a trial finishing in between is counted in neither."""
