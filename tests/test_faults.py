@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -276,15 +277,18 @@ class _Faulty(nn.Module):
         return self.net(x) * float("nan")
 
 
-FAULTS = {"ft_nan_net": "nan", "ft_oom_net": "oom", "ft_error_net": "error"}
-for _name, _fault in FAULTS.items():  # real timm registrations, so trials build them by name
-    if not timm.is_model(_name):
+@pytest.fixture(scope="module")
+def faulty_models() -> None:
+    """Real timm registrations (once per session), so trials build the faulty models by name."""
+    for name, fault in {"ft_nan_net": "nan", "ft_oom_net": "oom", "ft_error_net": "error"}.items():
+        if not timm.is_model(name):
 
-        def _factory(pretrained: bool = False, *, _fault: str = _fault, **kwargs) -> nn.Module:
-            return _Faulty(_fault, kwargs["num_classes"])
+            def factory(pretrained: bool = False, *, fault: str = fault, **kwargs: Any) -> nn.Module:
+                return _Faulty(fault, kwargs["num_classes"])
 
-        _factory.__name__ = _name
-        register_model(_factory)
+            factory.__name__ = name
+            register_model(factory)
+
 
 FAULT_SPACE = """
 fixed:
@@ -300,6 +304,7 @@ params:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # TPE's group option
+@pytest.mark.usefixtures("faulty_models")
 def test_nan_prunes_oom_and_errors_fail_and_the_worker_finishes_the_budget(
     workdir: Path, small_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
