@@ -142,10 +142,13 @@ def test_workers_ride_out_a_database_restart_and_finish_the_budget(workdir: Path
     assert pool.returncode == 0, err
     assert "Traceback" not in err and "Exception in thread" not in err  # no thread died either
     assert len([t for t in after.values() if t.state in FINISHED]) == 4
-    assert not [t for t in after.values() if t.state != TrialState.COMPLETE]  # none failed, none left over
+    others = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in after.values()]
+    assert all(t.state == TrialState.COMPLETE for t in after.values()), (others, err)  # none failed or left
     for old in before:  # nothing written before the outage is lost; the running ones went on
         new = after[old.number]
-        assert (new.params, new.user_attrs["config"]) == (old.params, old.user_attrs["config"])
+        assert new.params.items() >= old.params.items()  # a trial just started may have sampled none yet
+        if "config" in old.user_attrs:
+            assert new.user_attrs["config"] == old.user_attrs["config"]
         if old.state in FINISHED:
             assert (new.value, new.user_attrs, new.intermediate_values, new.datetime_complete) == (
                 old.value,
