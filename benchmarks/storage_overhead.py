@@ -292,15 +292,15 @@ def _stop(procs: list[Any]) -> None:
             proc.join()
 
 
-def _in_child(ctx: Any, fn: Callable[..., Any], *args: Any) -> Any:
+def _in_child(ctx: Any, fn: Callable[..., Any], *args: Any, timeout: float = SUBPROCESS_TIMEOUT_S) -> Any:
     """``fn(*args)`` in a helper process: this one never holds a connection the workers would inherit."""
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_send_result, args=(send, fn, args), daemon=True)
     proc.start()
     send.close()
     try:
-        if not receive.poll(SUBPROCESS_TIMEOUT_S):
-            raise TimeoutError(f"{fn.__name__} took over {SUBPROCESS_TIMEOUT_S:g} s")
+        if not receive.poll(timeout):
+            raise TimeoutError(f"{fn.__name__} took over {timeout:g} s")
         ok, value = receive.recv()
     except EOFError:
         ok, value = False, f"{fn.__name__}: helper process died (exit code {proc.exitcode})"
