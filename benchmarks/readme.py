@@ -89,6 +89,24 @@ def _storage(payload: dict[str, Any], where: str) -> list[Row]:
     ]
 
 
+def _study_size(payload: dict[str, Any], where: str) -> list[Row]:
+    real_s, trials = payload["real_trial_s"], payload["args"]["trials"]
+    ours = [r for r in payload["runs"] if r["variant"] == "foldtune" and r["status"] == "ok"]
+    rows = []
+    for size in sorted({r["size"] for r in ours}):
+        shares = {r["storage"]: r["overhead_ms"]["p50"] / 1000 / real_s for r in ours if r["size"] == size}
+        rows.append(
+            (
+                f"overhead per trial after {size:,} trials",
+                f"{where}, {trials} trials joining the history, TPE, p50 on {_names(shares)}",
+                " / ".join(f"{100 * v:.2f}" for v in shares.values()) + f" % of a {real_s:g} s trial",
+                "—",
+                _met(None),
+            )
+        )
+    return rows
+
+
 def _names(by_storage: dict[str, Any]) -> str:
     return " / ".join(_STORAGE_NAMES.get(s, s) for s in by_storage)
 
@@ -130,6 +148,7 @@ def _search(payload: dict[str, Any], where: str) -> list[Row]:
 SUMMARIZERS: dict[str, Summarizer] = {
     "train_throughput": _throughput,
     "storage_overhead": _storage,
+    "study_size": _study_size,
     "pruning": _pruning,
     "search_quality": _search,
 }
@@ -154,7 +173,10 @@ def table_rows(results: Path) -> list[Row]:
     rows = []
     for kind, _, stem, payload in sorted(found, key=lambda item: item[:3]):
         where = _where(payload["machine"], recorded=fresh is not None and stem not in fresh)
-        rows += list(SUMMARIZERS.values())[kind](payload, where)
+        try:
+            rows += list(SUMMARIZERS.values())[kind](payload, where)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(f"{results / stem}.json: not the layout its summarizer reads: {exc!r}") from None
     return rows
 
 
