@@ -38,7 +38,7 @@ STAGES: list[list[tuple[str, list[str]]]] = [
 
 def _run_stage(stage: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
     """Start every script of the stage, prefix their output lines with the script name, wait for all."""
-    started = []
+    running = []
     for name, args in stage:
         if importlib.util.find_spec(f"benchmarks.{name}") is None:
             print(f"[{name}] not found: benchmarks/{name}.py is missing, skipped", flush=True)
@@ -51,14 +51,17 @@ def _run_stage(stage: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
         )
         echo = threading.Thread(target=_echo, args=(name, proc), daemon=True)
         echo.start()
-        started.append((name, args, proc, echo, time.perf_counter()))
+        running.append((name, args, proc, echo, time.perf_counter()))
     done = []
-    for name, args, proc, echo, start in started:
-        code = proc.wait()
-        echo.join()
-        seconds = time.perf_counter() - start
-        print(f"[{name}] exit code {code} after {seconds / 60:.1f} min", flush=True)
-        done.append({"name": name, "args": args, "seconds": round(seconds, 1), "exit_code": code})
+    while running:  # poll, so that each script's time ends when it does, not when the stage does
+        for item in [item for item in running if item[2].poll() is not None]:
+            running.remove(item)
+            name, args, proc, echo, start = item
+            seconds = round(time.perf_counter() - start, 1)
+            echo.join()
+            print(f"[{name}] exit code {proc.returncode} after {seconds / 60:.1f} min", flush=True)
+            done.append({"name": name, "args": args, "seconds": seconds, "exit_code": proc.returncode})
+        time.sleep(0.5)
     return done
 
 

@@ -54,7 +54,7 @@ def summarize(runs: list[StudyRun]) -> dict[str, dict[str, Any]]:
 
 def _pm(pair: tuple[float, float], fmt: str = ".3f") -> str:
     mean, std = pair
-    return "-" if math.isnan(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
+    return "-" if math.isnan(mean) else f"{mean:{fmt}} ± {std:{fmt.lstrip('+')}}"
 
 
 def parse_args() -> argparse.Namespace:

@@ -191,12 +191,11 @@ def render(results: Path) -> str:
     suite = _suite(results)
     if suite:
         m = suite["machine"]
-        gpu = m.get("device", "cpu") != "cpu"
+        device = m.get("device", "cpu")
         lines += [
             f"Latest `python -m benchmarks`: {m['date']}, {m['cpu']}, {m['cores']} cores shared with "
-            f"other work, {suite['total_s'] / 60:.1f} min in all; "
-            + (f"device {m['device']}." if gpu else "no GPU, so GPU rows are recorded ones.")
-            + " Rows marked recorded come from earlier runs.",
+            f"other work, {suite['total_s'] / 60:.1f} min in all, {'no GPU' if device == 'cpu' else device}. "
+            "Rows marked recorded come from earlier runs.",
             "",
         ]
     lines += ["| benchmark | setup | result | goal | met |", "|---|---|---|---|---|"]
