@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import optuna
 
@@ -19,9 +21,12 @@ FOLD_LEVEL_PRUNERS = frozenset({"wilcoxon"})
 def build_sampler(name: str, *, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # group=True models conditional params per branch; constant_liar keeps parallel workers apart.
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
-        )
+        # Both are "experimental" in Optuna; without the filter every worker process prints the warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+            )
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
