@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import report
-from benchmarks.studies import StudyRun, StudySize, Workspace, mean_std, prepare_process, run_study
+from benchmarks.studies import (
+    StudyRun,
+    StudySize,
+    Workspace,
+    mean_std,
+    parse_study_args,
+    prepare_process,
+    run_study,
+    study_arguments,
+)
 
 PRUNERS = ("none", "median", "hyperband", "wilcoxon")
 F1_GOAL = 0.01  # pruned best F1 at most this far below unpruned
@@ -58,23 +67,10 @@ def _pm(pair: tuple[float, float], fmt: str = ".3f") -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = study_arguments(__doc__, QUICK)
     parser.add_argument("--pruners", nargs="+", choices=PRUNERS, default=list(PRUNERS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=12, help="finished trials per study")
-    parser.add_argument("--folds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=4, help="budget.max_epochs per fold")
-    parser.add_argument("--images", type=int, default=None, help="train on this many sample images")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument(
-        "--quick", action="store_true", help=f"CPU-sized: {', '.join(f'{k}={v}' for k, v in QUICK.items())}"
-    )
-    args = parser.parse_args()
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
+    args = parse_study_args(parser, QUICK)
     if "none" not in args.pruners:
         parser.error("--pruners must include none: every figure is relative to it")
     return args

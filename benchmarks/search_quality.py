@@ -21,30 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import report
-from benchmarks.studies import StudyRun, StudySize, Workspace, mean_std, prepare_process, run_study
+from benchmarks.studies import (
+    StudyRun,
+    StudySize,
+    Workspace,
+    mean_std,
+    parse_study_args,
+    prepare_process,
+    run_study,
+    study_arguments,
+)
 
 SAMPLERS = ("tpe", "random")
 QUICK = {"budget": 96, "folds": 2, "epochs": 4, "images": 600}
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = study_arguments(__doc__, QUICK)
     parser.add_argument("--budget", type=int, default=96, help="epochs per study, over all its trials")
-    parser.add_argument("--folds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=4, help="budget.max_epochs per fold")
-    parser.add_argument("--images", type=int, default=None, help="train on this many sample images")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument(
-        "--quick", action="store_true", help=f"CPU-sized: {', '.join(f'{k}={v}' for k, v in QUICK.items())}"
-    )
-    args = parser.parse_args()
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    return args
+    return parse_study_args(parser, QUICK)
 
 
 def summarize(runs: list[StudyRun], budget: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ cache is built once and shared by every study of a workspace. An observer counts
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import math
@@ -213,3 +214,27 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def study_arguments(description: str | None, quick: dict[str, int]) -> argparse.ArgumentParser:
+    """The options every study benchmark shares; ``--quick`` is applied by ``parse_study_args``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4, help="budget.max_epochs per fold")
+    parser.add_argument("--images", type=int, default=None, help="train on this many sample images")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"CPU-sized: {', '.join(f'{k}={v}' for k, v in quick.items())}"
+    )
+    return parser
+
+
+def parse_study_args(parser: argparse.ArgumentParser, quick: dict[str, int]) -> argparse.Namespace:
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    return args
