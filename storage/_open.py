@@ -179,16 +179,18 @@ def _schema_ready(url: str) -> bool:
 
 def _prepare_sqlite_file(url: str) -> None:
     """Parent directory, and WAL: persistent in the file, set before SQLAlchemy's pool connects.
-    Concurrent first opens are fine: SQLite serializes the PRAGMA and the busy timeout waits."""
+    Processes take turns: switching a fresh file to WAL takes a lock the busy timeout does not wait
+    for, so concurrent first opens would fail with "database is locked"."""
     path = file_path(url) if url_kind(url) == "sqlite" else None
     if path is None:
         return
     _makedirs(path)
-    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
-    try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    finally:
-        conn.close()
+    with storage_lock(url, SCHEMA_LOCK):
+        conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        finally:
+            conn.close()
     if str(mode).lower() != "wal":
         _logger.warning("SQLite at %s stays in %s journal mode; workers block each other", path, mode)
 
