@@ -43,8 +43,12 @@ def bare_loop_ips(config: RunConfig, images: np.ndarray, labels: np.ndarray, epo
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
+    # Plain NCHW like fit's batches on the CPU: a permuted NHWC array stays channels_last in memory,
+    # which changes the CPU kernels (1.35x faster for test_resnet, 0.9x for resnet18 here).
     x_all = (
-        torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5).to(device)
+        (torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5))
+        .contiguous()
+        .to(device)
     )
     y_all = torch.from_numpy(labels).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
