@@ -28,6 +28,11 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def loadavg() -> str:
+    """1/5/15-minute load averages: above the core count, other work shared the CPU."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -43,7 +43,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks.common import report
+from benchmarks.common import loadavg, report
 from hpo.samplers import build_sampler
 from hpo.space import SearchSpace
 from hpo.study import StudySpec
@@ -460,10 +460,6 @@ def _num(value: float) -> float | str:
     return "-" if math.isnan(value) else value
 
 
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -493,7 +489,7 @@ def main() -> None:
     args = parse_args()
     ctx = mp.get_context(args.start_method)
     _warm_up()
-    load_start, began = _loadavg(), time.time()
+    load_start, began = loadavg(), time.time()
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="foldtune-storage-bench-") as workdir:
         for storage in args.storages:
@@ -528,7 +524,7 @@ def main() -> None:
             # 1/5/15-min load averages as `uptime` shows them: above the core count, other work
             # shared the CPU and every number here is slower than on an idle machine
             "loadavg_start": load_start,
-            "loadavg_end": _loadavg(),
+            "loadavg_end": loadavg(),
             "total_s": time.time() - began,
             "context": context,
             "runs": [_as_json(o) for o in outcomes],
@@ -542,7 +538,7 @@ def _print_progress(o: Outcome) -> None:
     s = o.setup
     print(
         f"{s.storage:>10} N={s.workers:<3} {s.variant:<8} {o.status:.60}  "
-        f"{o.finished} trials in {o.wall_s:.2f} s  load {_loadavg()}",
+        f"{o.finished} trials in {o.wall_s:.2f} s  load {loadavg()}",
         flush=True,
     )
 

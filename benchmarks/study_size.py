@@ -48,7 +48,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmarks.common import report
+from benchmarks.common import loadavg, report
 from benchmarks.storage_overhead import (
     REAL_TRIAL_S,
     STUDY,
@@ -411,10 +411,6 @@ def _as_json(o: Outcome) -> dict[str, Any]:
     }
 
 
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -450,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     ctx = mp.get_context("fork")  # children inherit the imports and the history: no pickling of 10k trials
-    load_start, began = _loadavg(), time.time()
+    load_start, began = loadavg(), time.time()
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="foldtune-study-size-") as workdir:
         for size in args.sizes:
@@ -487,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
             "real_trial_s": REAL_TRIAL_S,
             # 1/5/15-min load averages: above the core count, other work shared the CPU
             "loadavg_start": load_start,
-            "loadavg_end": _loadavg(),
+            "loadavg_end": loadavg(),
             "total_s": time.time() - began,
             "context": context,
             "runs": [_as_json(o) for o in outcomes],
@@ -501,7 +497,7 @@ def _print_progress(o: Outcome) -> None:
     s = o.setup
     print(
         f"{s.storage:>10} {s.size:>6} {s.variant:<8} {o.status:.60}  fill {o.fill_s:.1f} s  "
-        f"first {o.first_ms:.0f} ms  p50 {o.p(0.5):.1f} ms  load {_loadavg()}",
+        f"first {o.first_ms:.0f} ms  p50 {o.p(0.5):.1f} ms  load {loadavg()}",
         flush=True,
     )
 
