@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 import optuna
 
 from hpo.errors import UserError
-from hpo.samplers import PRUNERS, SAMPLERS
+from hpo.samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.space import SearchSpace, load_space
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
 from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
@@ -26,6 +27,8 @@ __all__ = [
     "storage_url",
     "study_lock",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///.hpo/foldtune.db"
 _ATTR = "foldtune"  # study user attr holding the spec
@@ -99,6 +102,14 @@ def create_study(
         raise UserError(f"--pruner: unknown '{pruner}'; use one of: {', '.join(PRUNERS)}")
     if folds < 2:
         raise UserError(f"--folds: {folds} is too few for k-fold cross-validation; use 2 or more")
+    if pruner in FOLD_LEVEL_PRUNERS and folds < WILCOXON_MIN_FOLDS:
+        log.warning(
+            "--pruner %s with %d folds never prunes: it compares whole folds and stops a trial early "
+            "only with %d or more; use more --folds or an epoch-level pruner (median, hyperband)",
+            pruner,
+            folds,
+            WILCOXON_MIN_FOLDS,
+        )
     loaded_space = load_space(space)
     source = data if data == "sample" else str(Path(data).resolve())
     table = load_table(source)

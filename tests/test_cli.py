@@ -6,6 +6,7 @@ Bad input of every command (one line, exit code 2): tests/test_bad_inputs.py.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -139,3 +140,16 @@ def test_workers_through_the_grpc_proxy(workdir: Path, csv: Path) -> None:
     # Without a storage-wide lock the budget is best effort: at most one extra trial per extra worker.
     assert 3 <= len(finished) <= 4
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.parametrize(("folds", "warned"), [(4, True), (5, False)])
+def test_wilcoxon_with_too_few_folds_warns_that_it_never_prunes(
+    workdir: Path, caplog: pytest.LogCaptureFixture, folds: int, warned: bool
+) -> None:
+    from hpo.study import create_study
+
+    csv = make_csv_dataset(workdir / "five", classes=("a", "b"), per_class=10, size=(32, 32))  # 5 groups
+    url = f"sqlite:///{workdir / 'w.db'}"
+    with caplog.at_level(logging.WARNING, logger="hpo.study"):
+        create_study("w", space="quick", data=str(csv), storage=url, folds=folds, pruner="wilcoxon")
+    assert ("never prunes" in caplog.text) == warned, caplog.text
