@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -79,13 +80,14 @@ def main() -> None:
     args = parser.parse_args()
     failed = []
     if not args.readme_only:
-        began, start = time.time(), time.perf_counter()
+        began, start, load = time.time(), time.perf_counter(), os.getloadavg()[0]
         scripts = [script for stage in STAGES for script in _run_stage(stage)]
         failed = [s["name"] for s in scripts if s["exit_code"] != 0]
         fresh = sorted(p.stem for p in RESULTS.glob("*.json") if p.stat().st_mtime >= began)
         suite = {
             "machine": machine_info(),
             "total_s": round(time.perf_counter() - start, 1),
+            "loadavg_start": round(load, 2),  # 1-minute load: was the machine idle when it began?
             "scripts": scripts,
             "results": [stem for stem in fresh if stem != SUITE],
         }

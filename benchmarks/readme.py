@@ -192,9 +192,11 @@ def render(results: Path) -> str:
     if suite:
         m = suite["machine"]
         device = m.get("device", "cpu")
+        load = suite.get("loadavg_start")
+        began = "" if load is None else f" (load average {load:.2f} when it began)"
         lines += [
-            f"Latest `python -m benchmarks`: {m['date']}, {m['cpu']}, {m['cores']} cores shared with "
-            f"other work, {suite['total_s'] / 60:.1f} min in all, {'no GPU' if device == 'cpu' else device}. "
+            f"Latest `python -m benchmarks`: {m['date']}, {m['cpu']}, {m['cores']} cores{began}, "
+            f"{suite['total_s'] / 60:.1f} min in all, {'no GPU' if device == 'cpu' else device}. "
             "Rows marked recorded come from earlier runs.",
             "",
         ]

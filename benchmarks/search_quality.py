@@ -6,7 +6,7 @@ score is the best F1 of the trials that finished within the budget. Over the see
 the per-seed difference TPE - random; the JSON also holds best-so-far vs epochs spent of every run.
 Goal: TPE at least as good as random on average.
 
-    python -m benchmarks.search_quality                  # budget 96 epochs (~12 trials), 3 seeds
+    python -m benchmarks.search_quality --jobs 2         # budget 240 epochs (~30 trials), 3 seeds
     python -m benchmarks.search_quality --quick          # CPU-sized for `python -m benchmarks`
     python -m benchmarks.search_quality --budget 192 --seeds 0 1 2 3 4
 """
@@ -28,7 +28,7 @@ from benchmarks.studies import (
     mean_std,
     parse_study_args,
     prepare_process,
-    run_study,
+    run_studies,
     study_arguments,
 )
 
@@ -38,7 +38,7 @@ QUICK = {"budget": 96, "folds": 2, "epochs": 4, "images": 600}
 
 def parse_args() -> argparse.Namespace:
     parser = study_arguments(__doc__, QUICK)
-    parser.add_argument("--budget", type=int, default=96, help="epochs per study, over all its trials")
+    parser.add_argument("--budget", type=int, default=240, help="epochs per study, over all its trials")
     return parse_study_args(parser, QUICK)
 
 
@@ -61,14 +61,14 @@ def main() -> None:
     args = parse_args()
     prepare_process(args.threads)
     size = StudySize(trials=0, folds=args.folds, epochs=args.epochs)  # trials: as many as the budget buys
-    runs = []
     with tempfile.TemporaryDirectory(prefix="foldtune-search-") as tmp:
         work = Workspace(Path(tmp), size, images=args.images)
-        for seed in args.seeds:
-            for sampler in SAMPLERS:
-                run = run_study(work, sampler=sampler, pruner="none", seed=seed, epoch_budget=args.budget)
-                runs.append(run)
-                print(run.line(), flush=True)
+        plans = [
+            dict(sampler=sampler, pruner="none", seed=seed, epoch_budget=args.budget)
+            for seed in args.seeds
+            for sampler in SAMPLERS
+        ]
+        runs = run_studies(work, plans, jobs=args.jobs, threads=args.threads)
         n_images = work.n_images
     summary = summarize(runs, args.budget)
     diff, diff_sd = summary["tpe_minus_random"]

@@ -14,10 +14,12 @@ import argparse
 import contextlib
 import csv
 import math
+import multiprocessing
 import statistics
 import time
 import warnings
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from hpo.worker import BudgetedStudy, BudgetReached
 from training.data import load_table
 from training.sample import materialize_sample
 
-__all__ = ["StudyRun", "StudySize", "Workspace", "mean_std", "prepare_process", "run_study"]
+__all__ = ["StudyRun", "StudySize", "Workspace", "mean_std", "prepare_process", "run_studies", "run_study"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ class StudyRun:
 
     def trials_within(self, epochs: int) -> int:
         return sum(spent <= epochs for spent, _, _ in self.curve)
+
+    def trial_epochs(self) -> list[tuple[int, str]]:
+        """Per finished trial, in order: (epochs it trained, its state)."""
+        spent = [0] + [epochs for epochs, _, _ in self.curve]
+        return [(spent[i + 1] - spent[i], state) for i, (_, _, state) in enumerate(self.curve)]
 
     def line(self) -> str:
         states = " ".join(f"{state.lower()} {n}" for state, n in sorted(self.states.items()))
@@ -208,6 +215,27 @@ def run_study(
     return StudyRun(sampler, pruner, seed, log.best, log.epochs, wall, dict(states), log.curve)
 
 
+def run_studies(work: Workspace, plans: list[dict[str, Any]], *, jobs: int, threads: int) -> list[StudyRun]:
+    """``run_study(work, **plan)`` for each plan, ``jobs`` at a time; a line is printed as each run ends.
+
+    Parallel runs go to spawned processes that share the workspace's SQLite file and image cache, as
+    parallel ``hpo worker``s do. Epochs and F1 do not depend on it; wall times then share the cores.
+    """
+    if jobs <= 1:
+        runs = []
+        for plan in plans:
+            runs.append(run_study(work, **plan))
+            print(runs[-1].line(), flush=True)
+        return runs
+    spawn = multiprocessing.get_context("spawn")  # no forked copy of the parent's torch threads
+    pool = ProcessPoolExecutor(jobs, mp_context=spawn, initializer=prepare_process, initargs=(threads,))
+    with pool:
+        futures = [pool.submit(run_study, work, **plan) for plan in plans]
+        for future in as_completed(futures):
+            print(future.result().line(), flush=True)
+    return [future.result() for future in futures]
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample std (0 for a single value); NaN values are left out."""
     values = [v for v in values if not math.isnan(v)]
@@ -225,7 +253,8 @@ def study_arguments(description: str | None, quick: dict[str, int]) -> argparse.
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4, help="budget.max_epochs per fold")
     parser.add_argument("--images", type=int, default=None, help="train on this many sample images")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per study")
+    parser.add_argument("--jobs", type=int, default=1, help="studies run at once, one process each")
     parser.add_argument(
         "--quick", action="store_true", help=f"CPU-sized: {', '.join(f'{k}={v}' for k, v in quick.items())}"
     )

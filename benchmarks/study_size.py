@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     context = _context_lines(outcomes)
     os.environ.setdefault("COLUMNS", "200")  # rich falls back to 80 columns when piped; this table is wider
     report(
-        "study_size",
+        f"study_size{'_quick' if args.quick else ''}",  # a quick run keeps the full-size results
         f"Per-trial overhead vs study size: T={args.trials} trials after the history, TPE, 1 process",
         [
             "storage",

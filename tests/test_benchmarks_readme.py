@@ -45,7 +45,14 @@ def results(tmp_path: Path) -> Path:
             },
         },
     )
-    write(results, "suite", {"machine": CPU, "total_s": 600.0, "scripts": [], "results": ["pruning_quick"]})
+    suite = {
+        "machine": CPU,
+        "total_s": 600.0,
+        "loadavg_start": 0.4,
+        "scripts": [],
+        "results": ["pruning_quick"],
+    }
+    write(results, "suite", suite)
     return results
 
 
@@ -60,7 +67,7 @@ def test_table_rows_replace_only_the_text_between_the_markers(tmp_path: Path, re
     assert text.startswith(before + START + "\n") and text.endswith(END + after)
     inside = text[text.index(START) + len(START) : text.index(END)]
     assert "an old table" not in inside
-    assert "10.0 min in all" in inside
+    assert "2 cores (load average 0.40 when it began), 10.0 min in all" in inside
     rows = [line for line in inside.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows == [  # throughput before pruning; the GPU file is not from the suite run: recorded
         "| `fit` vs a bare timm loop | NVIDIA H100 80GB HBM3 (recorded 2026-11-23), resnet50 224px b64 "
