@@ -6,7 +6,7 @@ score is the best F1 of the trials that finished within the budget. Over the see
 the per-seed difference TPE - random; the JSON also holds best-so-far vs epochs spent of every run.
 Goal: TPE at least as good as random on average.
 
-    python -m benchmarks.search_quality --jobs 2         # budget 240 epochs (~30 trials), 3 seeds
+    python -m benchmarks.search_quality --jobs 2         # budget 96 epochs (~12 trials), 3 seeds
     python -m benchmarks.search_quality --quick          # CPU-sized for `python -m benchmarks`
     python -m benchmarks.search_quality --budget 192 --seeds 0 1 2 3 4
 """
@@ -38,7 +38,7 @@ QUICK = {"budget": 96, "folds": 2, "epochs": 4, "images": 600}
 
 def parse_args() -> argparse.Namespace:
     parser = study_arguments(__doc__, QUICK)
-    parser.add_argument("--budget", type=int, default=240, help="epochs per study, over all its trials")
+    parser.add_argument("--budget", type=int, default=96, help="epochs per study, over all its trials")
     return parse_study_args(parser, QUICK)
 
 

@@ -1,11 +1,15 @@
 """The pruned, group-aware k-fold objective: one trial = sampled config -> ``fit`` per fold -> mean macro-F1.
 
-Reporting follows the pruner: epoch-level pruners get step ``fold * max_epochs + epoch`` so they compare
-the same fold and epoch across trials; fold-level pruners (Wilcoxon) get each finished fold's F1 at
-step ``fold``. Which errors prune, fail or stop a trial is decided here on purpose:
-diverged loss -> PRUNED; out of memory or any other error -> FAIL with the reason in user attrs (the
-worker goes on); KeyboardInterrupt (SIGTERM/Ctrl-C) -> FAIL plus a queued retry that resumes from
-the last saved epoch.
+Reporting follows the pruner. Epoch-level pruners get step ``fold * max_epochs + epoch``, so they compare
+the same fold and epoch across trials, and as value the F1 credited so far: the finished folds' F1
+plus the current fold's best so far, over the number of folds. It only rises and ends at the trial's
+value; Optuna's median pruner judges a trial by its best value over all steps, so a per-fold F1 that
+starts over each fold would let every trial that got through fold 1 run to the end. Fold-level
+pruners (Wilcoxon) get each finished fold's F1 at step ``fold``.
+
+Which errors prune, fail or stop a trial is decided here on purpose: diverged loss -> PRUNED; out of
+memory or any other error -> FAIL with the reason in user attrs (the worker goes on);
+KeyboardInterrupt (SIGTERM/Ctrl-C) -> FAIL plus a queued retry that resumes from the last saved epoch.
 """
 
 from __future__ import annotations
@@ -130,8 +134,10 @@ class Objective:
         oof = np.zeros((len(labels), data.n_classes), dtype=np.float32)
 
         for k, (train_idx, val_idx) in enumerate(folds):
+            fold_best = 0.0
 
             def on_epoch(stats: EpochStats, k: int = k) -> None:
+                nonlocal fold_best
                 trial.set_user_attr(
                     "progress",
                     {"fold": k + 1, "folds": len(folds), "epoch": stats.epoch, "epochs": max_epochs},
@@ -139,11 +145,14 @@ class Objective:
                 self.observer.on_epoch(trial, k, stats)
                 if self.fold_level:
                     return
-                trial.report(stats.f1, k * max_epochs + stats.epoch)
+                fold_best = max(fold_best, stats.f1)
+                credited = (sum(fold_f1) + fold_best) / len(folds)
+                trial.report(credited, k * max_epochs + stats.epoch)
                 if trial.should_prune():
                     trial.set_user_attr("epochs", [*epochs, stats.epoch])
                     raise optuna.TrialPruned(
-                        f"pruned in fold {k + 1} epoch {stats.epoch}: F1 {stats.f1:.4f} is below its peers"
+                        f"pruned in fold {k + 1} epoch {stats.epoch}: F1 credited so far {credited:.4f} "
+                        "is below its peers"
                     )
 
             result = fit(

@@ -125,6 +125,13 @@ def test_median_pruner_stops_bad_trials_early(workdir: Path, small_csv: Path) ->
     assert all(sum(t.user_attrs["epochs"]) == full for t in complete)
     # Steps are fold * max_epochs + epoch, so pruners compare the same fold and epoch across trials.
     assert all(set(t.intermediate_values) == set(range(1, full + 1)) for t in complete)
+    # Values are the F1 credited so far: they only rise (the median pruner goes by a trial's best
+    # value), pass the first fold's F1 over 2 at its end, and end at the trial's value.
+    for t in complete:
+        values = [t.intermediate_values[step] for step in range(1, full + 1)]
+        assert values == sorted(values)
+        assert values[3] == pytest.approx(t.user_attrs["fold_f1"][0] / 2)
+        assert values[-1] == pytest.approx(t.value)
 
 
 @pytest.mark.slow
