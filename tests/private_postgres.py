@@ -45,7 +45,10 @@ class PrivatePostgres:
 
     def start(self) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir}"
-        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.data_dir / "server.log"), "-o", options)
+        try:
+            self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.data_dir / "server.log"), "-o", options)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\nserver.log ends:\n{self.log()[-2000:]}") from None
 
     def stop(self, mode: str = "fast") -> None:
         """``fast`` ends every session (their transactions roll back), as a restart does."""

@@ -237,12 +237,14 @@ def test_a_commit_cut_off_runs_again_only_where_the_outcome_can_be_read_back() -
     with private_postgres() as pg:
         storage = open_storage(pg.url(), heartbeat_interval=None, reconnect_timeout=60)
         armed = threading.Event()
+        restarts: list[threading.Timer] = []
 
         def cut_before_commit(connection: sa.Connection) -> None:  # the server dies as COMMIT goes out
             if armed.is_set():
                 armed.clear()
                 pg.stop()
-                threading.Timer(0.5, pg.start).start()
+                restarts.append(threading.Timer(0.5, pg.start))
+                restarts[-1].start()
 
         sa.event.listen(storage.engine, "commit", cut_before_commit)
         study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
@@ -258,6 +260,8 @@ def test_a_commit_cut_off_runs_again_only_where_the_outcome_can_be_read_back() -
         with pytest.raises(StorageError, match="may or may not have been stored"):
             storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "t")
         assert [s.study_name for s in storage.get_all_studies()] == ["s"]  # here: rolled back
+        for restart in restarts:  # let pg_ctl see its server up before the teardown stops it
+            restart.join()
 
 
 # -------------------------------------------------------------------- trials that fail or diverge
