@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,7 @@ from benchmarks.studies import StudyRun, StudySize, Workspace, run_studies
 
 
 def study_run(pruner: str, curve: list[tuple[int, float, str]], best_f1: float) -> StudyRun:
-    states: dict[str, int] = {}
-    for _, _, state in curve:
-        states[state] = states.get(state, 0) + 1
+    states = dict(Counter(state for _, _, state in curve))
     return StudyRun("tpe", pruner, 0, best_f1, curve[-1][0], 10.0, states, curve)
 
 
