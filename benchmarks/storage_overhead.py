@@ -6,7 +6,7 @@ no training) run on a fresh database:
 
 - plain: each process ``optuna.load_study`` + ``study.optimize(objective, n_trials=M // N)`` (the
   first ``M % N`` processes take one more, so the total is M) on Optuna's own storage for the URL.
-- foldtune: each process ``hpo.worker.BudgetedStudy`` (``open_storage``: heartbeats on RDB; the
+- foldtune: each process ``hpo.workers.BudgetedStudy`` (``open_storage``: heartbeats on RDB; the
   storage-wide lock around trial creation; the study-wide budget of M finished trials), optimizing
   until it raises ``BudgetReached``.
 
@@ -44,10 +44,9 @@ from typing import Any
 import optuna
 
 from benchmarks.common import loadavg, report
-from hpo.samplers import build_sampler
 from hpo.space import SearchSpace
-from hpo.study import StudySpec
-from hpo.worker import BudgetedStudy, BudgetReached
+from hpo.study import StudySpec, build_sampler
+from hpo.workers import BudgetedStudy, BudgetReached
 from storage import open_storage
 from tests.databases import STORAGE_MODES, fresh_storage_url
 from training.config import RunConfig

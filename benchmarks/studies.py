@@ -29,11 +29,10 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from hpo.objective import Objective
-from hpo.observers import TrialObserver
 from hpo.space import load_space
 from hpo.study import create_study, open_study
-from hpo.worker import BudgetedStudy, BudgetReached
+from hpo.tracking import TrialObserver
+from hpo.workers import BudgetedStudy, BudgetReached, Objective
 from training.data import load_table
 from training.sample import materialize_sample
 

@@ -10,7 +10,7 @@ running study, opens the study and runs T more trials of a cheap objective with 
 
 - plain: ``optuna.load_study`` on Optuna's storage for the URL (RDB behind Optuna's in-process
   trial cache) + ``study.optimize``.
-- foldtune: ``hpo.worker.BudgetedStudy`` (``open_storage``: heartbeats on RDB; every ask takes the
+- foldtune: ``hpo.workers.BudgetedStudy`` (``open_storage``: heartbeats on RDB; every ask takes the
   storage-wide lock and counts the finished and running trials), budget = history + T.
 - proxy: the same BudgetedStudy on ``grpc://`` to ``storage.serve_proxy`` in its own process (an
   RDB storage there sits behind Optuna's cache), already warm, as a proxy serving running workers
@@ -62,9 +62,8 @@ from benchmarks.storage_overhead import (
     _space,
     _stop,
 )
-from hpo.samplers import build_sampler
-from hpo.study import StudySpec
-from hpo.worker import BudgetedStudy, BudgetReached
+from hpo.study import StudySpec, build_sampler
+from hpo.workers import BudgetedStudy, BudgetReached
 from storage import StorageError, open_storage, serve_proxy
 from tests.databases import STORAGE_MODES, fresh_storage_url
 from training.config import RunConfig

@@ -27,7 +27,7 @@ import torch
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.packaging import Bundle, Member, save_bundle
+from hpo.models import Bundle, Member, save_bundle
 from hpo.study import create_study
 from tests.databases import admin_execute, database_url, fresh_storage_url, mariadb_user, unique_name
 from tests.datasets import make_csv_dataset

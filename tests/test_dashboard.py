@@ -27,9 +27,8 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.dashboard import make_server
-from hpo.objective import Objective
-from hpo.observers import observers_for
 from hpo.study import create_study, load_spec
+from hpo.workers import Objective, observers_for
 from storage import open_artifact_store, open_storage
 from tests.databases import fresh_storage_url
 from tests.datasets import make_csv_dataset

@@ -18,8 +18,7 @@ from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.datacheck import KINDS, check_data
-from hpo.report import write_report
+from hpo.data import KINDS, check_data, write_report
 from tests.datasets import make_csv_dataset, make_imagefolder, make_mask_tree, write_image
 
 runner = CliRunner()

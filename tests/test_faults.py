@@ -29,7 +29,8 @@ from timm.models import register_model
 from torch import nn
 
 from hpo.study import create_study
-from hpo.worker import Slot, _worker_main
+from hpo.workers import Slot
+from hpo.workers._pool import _worker_main
 from storage import StorageError, open_storage
 from tests import test_hpo
 from tests.databases import fresh_storage_url

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.study import create_study
-from hpo.worker import STOP_GRACE_SECONDS, run_workers
+from hpo.workers import STOP_GRACE_SECONDS, run_workers
 from storage import open_storage
 from tests.databases import fresh_storage_url
 from tests.datasets import make_csv_dataset
@@ -219,9 +219,9 @@ def test_hpo_run_main_job_prints_best_f1_and_where_the_study_lives(tmp_path: Pat
 
 
 def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Path, small_csv: Path) -> None:
-    from hpo.objective import Objective
-    from hpo.observers import ObserverGroup, TrialObserver
     from hpo.study import open_study
+    from hpo.tracking import ObserverGroup, TrialObserver
+    from hpo.workers import Objective
 
     class Recorder(TrialObserver):
         def __init__(self) -> None:

@@ -13,7 +13,7 @@ from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.packaging import Bundle, Member, load_bundle, save_bundle
+from hpo.models import Bundle, Member, load_bundle, save_bundle
 from tests.datasets import make_mask_tree, mask_label, write_image
 from training.cache import decode_image
 from training.config import RunConfig

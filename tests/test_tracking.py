@@ -53,9 +53,8 @@ def one_line_error(result, *needles: str) -> None:
 
 def run_one_trial(storage: str) -> optuna.trial.FrozenTrial:
     """One trial the way a worker process runs it: observers from the study's attrs."""
-    from hpo.objective import Objective
-    from hpo.observers import observers_for
     from hpo.study import open_study
+    from hpo.workers import Objective, observers_for
 
     study, spec = open_study("s", storage)
     study.optimize(

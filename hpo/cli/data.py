@@ -63,7 +63,7 @@ def data_check(
 ) -> None:
     """Find missing/corrupt/truncated images, odd modes, thin classes, label typos, mixed groups and
     duplicates across groups. Exit 1 when there are errors; warnings alone exit 0."""
-    from hpo.datacheck import check_data
+    from hpo.data import check_data
 
     if folds < 2:
         raise UserError(f"--folds is {folds}; k-fold needs at least 2")
@@ -112,7 +112,7 @@ def data_report(
     seed: Annotated[int, typer.Option(help="Which samples are drawn.")] = 0,
 ) -> None:
     """Write an EDA page: class balance, per-group counts, image sizes and a sample grid per class."""
-    from hpo.report import write_report
+    from hpo.data import write_report
 
     if samples < 1:
         raise UserError(f"--samples is {samples}; show at least 1 image per class")

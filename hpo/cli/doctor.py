@@ -232,7 +232,7 @@ def _existing_parent(path: Path) -> Path:
 
 
 def _data_check(source: str) -> Check:
-    from hpo.datacheck import check_data
+    from hpo.data import check_data
     from training.config import ConfigError
 
     try:

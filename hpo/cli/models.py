@@ -66,7 +66,7 @@ def retrain(
     device: DeviceOpt = "auto",
 ) -> None:
     """Retrain the best trials from their stored configs, log to MLflow, register, maybe promote."""
-    from hpo.retrain import retrain as run_retrain
+    from hpo.models import retrain as run_retrain
 
     _quiet_mlflow()
 
@@ -129,7 +129,7 @@ def predict(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Predict with a registered or local model: fold/top-k ensemble, optional TTA, submission CSV."""
-    from hpo.predict import predict as run_predict
+    from hpo.models import predict as run_predict
 
     _quiet_mlflow()
     result = run_predict(
@@ -168,7 +168,7 @@ def evaluate(
     """Macro-F1 and a per-class report of a model on a labeled set."""
     import json
 
-    from hpo.predict import evaluate as run_evaluate
+    from hpo.models import evaluate as run_evaluate
 
     _quiet_mlflow()
     result = run_evaluate(

@@ -26,8 +26,7 @@ def with_trial_progress(name: str, storage: str | None, target: int | None, work
 
     The bars appear with the first report and vanish when the work fails, so input errors stay one line.
     """
-    from hpo.status import study_status
-    from hpo.study import open_study
+    from hpo.study import open_study, study_status
 
     study, _ = open_study(name, storage)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -64,8 +63,7 @@ def with_trial_progress(name: str, storage: str | None, target: int | None, work
 
 
 def print_status(name: str, storage: str | None, *, as_json: bool = False):
-    from hpo.status import study_status
-    from hpo.study import open_study
+    from hpo.study import open_study, study_status
 
     study, _ = open_study(name, storage)
     s = study_status(study, target=study.user_attrs.get("budget"))

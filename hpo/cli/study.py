@@ -103,7 +103,7 @@ def worker(
     ] = 30,
 ) -> None:
     """Pull trials from a study, one process per device, until the budget or timeout."""
-    from hpo.worker import run_workers
+    from hpo.workers import run_workers
 
     codes = with_trial_progress(
         name,
@@ -164,7 +164,7 @@ def run(
     """The main job: sample data -> SQLite study -> workers -> retrain best -> registry -> predictions."""
     from hpo.study import create_study, storage_url
     from hpo.tracking import enable_tracking, resolve_tracking_uri, study_tracking
-    from hpo.worker import gpu_count, run_workers
+    from hpo.workers import gpu_count, run_workers
     from storage import redact
 
     url = storage_url(storage)
@@ -206,8 +206,7 @@ def _retrain_and_predict(study: str, url: str, data: str, tracking, registered_m
     import os
     from pathlib import Path
 
-    from hpo.predict import predict
-    from hpo.retrain import retrain
+    from hpo.models import predict, retrain
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     console.print("\nretraining the best trial's folds as an ensemble ...")

@@ -1,11 +1,5 @@
 """The worker pool: one process per device, each pulling trials with ``study.optimize`` until the
-study-wide budget is met.
-
-The budget counts COMPLETE + PRUNED trials across every worker on every machine. It is enforced
-where trials are created: under a storage-wide lock a worker only starts a trial while
-finished + running < budget, and it waits (failing stale trials meanwhile) while running trials may
-still fail and need a retry. So N workers with ``--n-trials 12`` end with exactly 12 finished trials.
-"""
+study-wide budget (``hpo.workers._budget``) is met; SIGTERM hands running trials back for retry."""
 
 from __future__ import annotations
 
@@ -15,121 +9,22 @@ import os
 import signal
 import socket
 import time
-import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from hpo.errors import UserError
-from hpo.samplers import build_pruner, build_sampler
-from hpo.study import StudySpec, open_study, storage_url, study_lock
-from storage import open_storage
+from hpo.study import StudySpec, open_study, storage_url
+from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
+from hpo.workers._devices import Slot, parse_devices
 
-__all__ = ["BudgetReached", "BudgetedStudy", "Slot", "gpu_count", "parse_devices", "run_workers"]
+__all__ = ["STOP_GRACE_SECONDS", "run_workers"]
 
 log = logging.getLogger(__name__)
 
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STOP_GRACE_SECONDS = 60  # after SIGTERM, how long children get to hand their trial back
-HEARTBEAT_SECONDS = 30  # a killed worker's trial is failed and retried after 2 missed beats + 10 s
-
-
-def gpu_count() -> int:
-    import torch  # lazy: `hpo --help` should not pay for importing torch
-
-    return torch.cuda.device_count()
-
-
-class BudgetReached(Exception):
-    """The study has its budgeted number of finished trials (or the worker's time is up)."""
-
-
-@dataclass(frozen=True)
-class Slot:
-    device: str  # what training uses: "cpu" or "cuda" (the one GPU the process sees)
-    visible: str  # CUDA_VISIBLE_DEVICES for the process ("" hides every GPU)
-    label: str  # shown in status and trial attrs: "cpu#1", "cuda:3"
-    threads: int  # torch intra-op threads
-
-
-def parse_devices(devices: str) -> list[Slot]:
-    """``auto`` | ``cpu`` | ``cpu:N`` | ``0,1,...`` -> one Slot per worker process."""
-    cores = os.cpu_count() or 1
-    gpus = gpu_count()
-    if devices == "auto":
-        devices = ",".join(str(i) for i in range(gpus)) if gpus else "cpu"
-    if devices == "cpu" or devices.startswith("cpu:"):
-        count_text = devices.partition(":")[2] or "1"
-        if not count_text.isdigit() or int(count_text) < 1:
-            raise UserError(f"--devices: '{devices}' needs a positive process count, e.g. cpu:2")
-        n = int(count_text)
-        return [Slot("cpu", "", f"cpu#{i}", max(1, cores // n)) for i in range(n)]
-    ids = [part.strip() for part in devices.split(",") if part.strip()]
-    if not ids or not all(i.isdigit() for i in ids):
-        raise UserError(f"--devices: '{devices}' is not auto, cpu, cpu:N or a list of GPU indices like 0,1")
-    missing = [i for i in ids if int(i) >= gpus]
-    if missing:
-        raise UserError(
-            f"--devices: GPU {', '.join(missing)} does not exist (this machine has {gpus} CUDA device(s)); "
-            "use indices below that, auto, or cpu"
-        )
-    return [Slot("cuda", i, f"cuda:{i}", max(1, cores // len(ids))) for i in ids]
-
-
-class BudgetedStudy(optuna.Study):
-    """A Study whose ``ask`` enforces the study-wide trial budget across processes and machines."""
-
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        spec: StudySpec,
-        *,
-        n_trials: int | None,
-        deadline: float | None,
-        seed: int,
-        poll_seconds: float = 1.0,
-        heartbeat: int = HEARTBEAT_SECONDS,
-    ) -> None:
-        super().__init__(
-            study_name=name,
-            storage=open_storage(url, heartbeat_interval=heartbeat),
-            sampler=build_sampler(spec.sampler, seed=seed, space=spec.space),
-            pruner=build_pruner(
-                spec.pruner, folds=spec.base.cv.folds, max_epochs=spec.base.budget.max_epochs
-            ),
-        )
-        self._url, self._n_trials, self._deadline, self._poll = url, n_trials, deadline, poll_seconds
-
-    def ask(self, fixed_distributions=None) -> optuna.Trial:
-        while True:
-            if self._deadline is not None and time.time() >= self._deadline:
-                raise BudgetReached("time is up")
-            if self._n_trials is None:
-                return super().ask(fixed_distributions)
-            with study_lock(self._url, f"budget:{self.study_name}"):
-                finished, running = self._count()
-                if finished >= self._n_trials:
-                    raise BudgetReached(f"{finished} trials finished")
-                if finished + running < self._n_trials:
-                    return super().ask(fixed_distributions)
-            # Budget is covered by running trials, but one of them may still fail and need a retry.
-            time.sleep(self._poll)
-            with warnings.catch_warnings():  # "experimental" in Optuna since 2.9; the heartbeat relies on it
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self)
-
-    def _count(self) -> tuple[int, int]:
-        """(finished, running) from ONE read: with two, a trial finishing in between is counted in neither."""
-        trials = self._storage.get_all_trials(
-            self._study_id, deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)
-        )
-        finished = sum(t.state in _FINISHED for t in trials)
-        return finished, len(trials) - finished
 
 
 def run_workers(
@@ -239,8 +134,8 @@ def _worker_main(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     import torch
 
-    from hpo.objective import Objective
-    from hpo.observers import observers_for
+    from hpo.workers._objective import Objective
+    from hpo.workers._observers import observers_for
 
     torch.set_num_threads(slot.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from training.config import RunConfig
 from training.loop import EpochStats, FitResult
 
-__all__ = ["ObserverGroup", "TrialObserver", "observers_for"]
+__all__ = ["ObserverGroup", "TrialObserver"]
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +58,3 @@ class ObserverGroup(TrialObserver):
 
     def on_trial_end(self, trial, state, value, reason) -> None:
         self._each("on_trial_end", trial, state, value, reason)
-
-
-def observers_for(study: optuna.Study) -> ObserverGroup:
-    """The observers a worker attaches to its objective, as configured in the study's attrs."""
-    from hpo.tracking import tracking_observer
-
-    observers: list[TrialObserver] = []
-    observers += _artifact_observers(study)
-    observers += tracking_observer(study)  # MLflow child runs, when the study is tracked
-    return ObserverGroup(observers)
-
-
-def _artifact_observers(study: optuna.Study) -> list[TrialObserver]:
-    """Plots for the dashboard, into the artifact directory `hpo study create` recorded."""
-    from hpo.artifacts import ArtifactObserver
-    from hpo.study import artifact_location
-    from storage import StorageError, open_artifact_store
-
-    location = artifact_location(study)
-    if location is None:
-        return []
-    try:
-        return [ArtifactObserver(open_artifact_store(location))]
-    except StorageError as exc:  # no plots is no reason to stop training
-        log.warning("trial plots disabled: %s", exc)
-        return []

@@ -23,20 +23,16 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from hpo.errors import UserError
-from hpo.observers import TrialObserver
+from hpo.study import study_lock
 from storage import redact
 from training.config import RunConfig
-from training.loop import EpochStats, FitResult
 
 __all__ = [
     "DEFAULT_TRACKING_DB",
-    "MlflowObserver",
     "StudyTracking",
     "check_reachable",
     "client",
@@ -46,19 +42,14 @@ __all__ = [
     "mlflow_uris",
     "requested_tracking_uri",
     "resolve_tracking_uri",
+    "short_error",
     "study_tracking",
-    "tracking_observer",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_DB = ".hpo/mlflow.db"
 _ATTR = "mlflow"  # study user attr holding StudyTracking
-_STATUS = {  # Optuna trial state -> MLflow run status
-    TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "KILLED",
-    TrialState.FAIL: "FAILED",
-}
 
 
 @dataclass(frozen=True)
@@ -168,7 +159,7 @@ def client(uri: str, *, existing: bool = False):
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except Exception as exc:
         raise UserError(
-            f"cannot open MLflow store {redact(uri)} ({_short(exc)}); "
+            f"cannot open MLflow store {redact(uri)} ({short_error(exc)}); "
             "check --tracking-uri / MLFLOW_TRACKING_URI"
         ) from None
 
@@ -228,8 +219,6 @@ def enable_tracking(study: optuna.Study, *, storage_url: str, tracking_uri: str)
     Raises:
         UserError: the study already tracks to another URI, or MLflow is unreachable.
     """
-    from hpo.study import study_lock
-
     wanted = redact(tracking_uri)
     existing = study_tracking(study)
     if existing is None:
@@ -285,144 +274,7 @@ def flat_params(config: RunConfig) -> dict[str, str]:
     }
 
 
-def tracking_observer(study: optuna.Study) -> list[TrialObserver]:
-    """The MLflow observer for a worker when the study is tracked, else nothing."""
-    tracking = study_tracking(study)
-    if tracking is None:
-        return []
-    # Workers must not stall a trial for minutes while MLflow retries a dead server.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    try:
-        return [MlflowObserver(tracking, tracking.uri())]
-    except UserError as exc:
-        log.warning("MLflow tracking disabled for this worker: %s", exc)
-        return []
-
-
-class MlflowObserver(TrialObserver):
-    """One child run per trial under the study's parent run: params, per-epoch metrics, state, config.
-
-    Metrics: ``fold<k>/<name>`` at step = epoch (train_loss, val_loss, f1, accuracy, lr, seconds),
-    ``f1`` at the pruner's step ``fold * max_epochs + epoch``, ``fold<k>/best_f1`` per fold, and
-    ``cv_f1`` (the trial's value) at the end. After an MLflow error the trial's run is left alone,
-    so a dead server costs one timeout per trial, not one per epoch.
-    """
-
-    def __init__(self, tracking: StudyTracking, uri: str) -> None:
-        from mlflow import MlflowClient
-
-        self.tracking = tracking
-        self.client = MlflowClient(tracking_uri=uri)
-        self.runs: dict[int, str] = {}  # trial number -> run id
-        self.max_epochs: dict[int, int] = {}
-
-    def _guard(self, trial: optuna.Trial, what: str, fn, *args: Any) -> None:
-        run_id = self.runs.get(trial.number)
-        if run_id is None:
-            return
-        try:
-            fn(run_id, *args)
-        except Exception as exc:
-            self.runs.pop(trial.number, None)
-            log.warning(
-                "MLflow: %s of trial %d failed; no more tracking for it: %s", what, trial.number, _short(exc)
-            )
-
-    def on_trial_start(self, trial: optuna.Trial, config: RunConfig) -> None:
-        from mlflow.entities import Param
-
-        attrs = trial.user_attrs
-        tags = {
-            "mlflow.parentRunId": self.tracking.parent_run_id,
-            "foldtune.study": trial.study.study_name,
-            "foldtune.trial": str(trial.number),
-            "foldtune.storage": self.tracking.storage,
-            "foldtune.host": str(attrs.get("host", "")),
-            "foldtune.device": str(attrs.get("device", "")),
-            "foldtune.state": "running",
-        }
-        try:
-            run = self.client.create_run(
-                self.tracking.experiment_id, run_name=f"trial-{trial.number}", tags=tags
-            )
-        except Exception as exc:
-            log.warning("MLflow: no run for trial %d: %s", trial.number, _short(exc))
-            return
-        self.runs[trial.number] = run.info.run_id
-        self.max_epochs[trial.number] = config.budget.max_epochs
-        params = [Param(k, v) for k, v in flat_params(config).items()]
-
-        def log_start(run_id: str) -> None:
-            for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-                self.client.log_batch(run_id, params=params[i : i + 100])
-            self.client.log_dict(run_id, config.to_dict(), "config.json")
-
-        self._guard(trial, "logging params", log_start)
-
-    def on_epoch(self, trial: optuna.Trial, fold: int, stats: EpochStats) -> None:
-        from mlflow.entities import Metric
-
-        def log_epoch(run_id: str) -> None:
-            now = _now_ms()
-            values = {
-                "train_loss": stats.train_loss,
-                "val_loss": stats.val_loss,
-                "f1": stats.f1,
-                "accuracy": stats.accuracy,
-                "lr": stats.lr,
-                "epoch_seconds": stats.seconds,
-                "images_per_sec": stats.images_per_sec,
-            }
-            metrics = [Metric(f"fold{fold}/{k}", float(v), now, stats.epoch) for k, v in values.items()]
-            step = fold * self.max_epochs.get(trial.number, 0) + stats.epoch
-            metrics.append(Metric("f1", float(stats.f1), now, step))
-            self.client.log_batch(run_id, metrics=metrics)
-
-        self._guard(trial, "logging an epoch", log_epoch)
-
-    def on_fold(self, trial: optuna.Trial, fold: int, result: FitResult) -> None:
-        from mlflow.entities import Metric
-
-        def log_fold(run_id: str) -> None:
-            now = _now_ms()
-            self.client.log_batch(
-                run_id,
-                metrics=[
-                    Metric(f"fold{fold}/best_f1", result.best_f1, now, 0),
-                    Metric(f"fold{fold}/best_epoch", float(result.best_epoch), now, 0),
-                    Metric("fold_f1", result.best_f1, now, fold),
-                ],
-            )
-
-        self._guard(trial, "logging a fold", log_fold)
-
-    def on_trial_end(
-        self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None
-    ) -> None:
-        def log_end(run_id: str) -> None:
-            if value is not None:
-                self.client.log_metric(run_id, "cv_f1", value)
-            std = trial.user_attrs.get("f1_std")
-            if std is not None:
-                self.client.log_metric(run_id, "f1_std", float(std))
-            self.client.set_tag(run_id, "foldtune.state", state.name.lower())
-            if reason:
-                self.client.set_tag(run_id, "foldtune.reason", redact(reason)[:5000])
-            self.client.set_terminated(run_id, status=_STATUS.get(state, "FAILED"))
-
-        self._guard(trial, "ending the run", log_end)
-        self.runs.pop(trial.number, None)
-        self.max_epochs.pop(trial.number, None)
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
-
-
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     return redact(" ".join(str(exc).split())[:300]) or type(exc).__name__
 
 

@@ -3,6 +3,6 @@ model and runs it at load time, so the logged model holds code, not a pickle."""
 
 import mlflow
 
-from hpo.packaging import BundleModel
+from hpo.models._pyfunc import BundleModel
 
 mlflow.models.set_model(BundleModel())

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from training.loop import EpochStats
-
-__all__ = ["OPTUNA_PLOTS", "confusion_figure", "curves_figure", "optuna_plots", "report_text"]
+__all__ = ["OPTUNA_PLOTS", "optuna_plots", "report_text"]
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +20,6 @@ OPTUNA_PLOTS = {
     "param_importances": "plot_param_importances",
     "parallel_coordinate": "plot_parallel_coordinate",
 }
-
-
-def curves_figure(history: Mapping[int, Sequence[EpochStats]], *, title: str):
-    """Train/validation loss and validation macro-F1 by epoch, one colour per fold."""
-    from hpo.artifacts import plot_curves
-
-    return plot_curves(history, title=title)
-
-
-def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], *, title: str):
-    from hpo.artifacts import plot_confusion
-
-    return plot_confusion(y_true, y_pred, classes, title=title)
 
 
 def optuna_plots(study: optuna.Study, directory: Path) -> list[Path]:

@@ -27,9 +27,8 @@ import torch
 from optuna.trial import TrialState
 
 from hpo.errors import UserError
-from hpo.observers import TrialObserver
-from hpo.samplers import FOLD_LEVEL_PRUNERS
-from hpo.study import StudySpec
+from hpo.study import FOLD_LEVEL_PRUNERS, StudySpec
+from hpo.tracking import TrialObserver
 from storage import redact
 from training.batches import load_data
 from training.config import RunConfig, apply_overrides

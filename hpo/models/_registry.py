@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpo.errors import UserError
-from hpo.packaging import find_bundle
-from hpo.tracking import client, resolve_tracking_uri
+from hpo.models._bundle import find_bundle
+from hpo.tracking import client, resolve_tracking_uri, short_error
 from storage import redact
 
 __all__ = ["CHAMPION", "Registered", "download_model", "parse_model_uri", "register_version"]
@@ -72,7 +72,7 @@ def register_version(
         mlflow_client.create_registered_model(name, tags={"foldtune": "true"})
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise UserError(f"cannot create registered model '{name}': {_short(exc)}") from None
+            raise UserError(f"cannot create registered model '{name}': {short_error(exc)}") from None
     version = mlflow_client.create_model_version(
         name,
         source=model_uri,
@@ -143,15 +143,11 @@ def download_model(ref: str, dest: Path, *, tracking_uri: str | None = None) -> 
             source = mlflow_client.get_model_version_download_uri(name, found.version)
         except MlflowException as exc:
             raise UserError(
-                f"--model: {ref} not found in {redact(uri)} ({_short(exc)}); register it with "
+                f"--model: {ref} not found in {redact(uri)} ({short_error(exc)}); register it with "
                 f"`hpo retrain STUDY --registered-model {name}`, or pass the --tracking-uri it lives in"
             ) from None
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dest), tracking_uri=uri)
     except MlflowException as exc:
-        raise UserError(f"--model: cannot download {ref} from {redact(uri)} ({_short(exc)})") from None
+        raise UserError(f"--model: cannot download {ref} from {redact(uri)} ({short_error(exc)})") from None
     return find_bundle(Path(local))
-
-
-def _short(exc: BaseException) -> str:
-    return redact(" ".join(str(exc).split())[:300])

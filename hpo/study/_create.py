@@ -5,21 +5,19 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 
 from hpo.errors import UserError
-from hpo.samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.space import SearchSpace, load_space
+from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
+from hpo.study._spec import StudySpec
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
 from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
 from training.data import ImageTable, load_table
 
 __all__ = [
-    "StudySpec",
     "artifact_location",
     "create_study",
     "load_spec",
@@ -34,39 +32,6 @@ DEFAULT_STORAGE = "sqlite:///.hpo/foldtune.db"
 _ATTR = "foldtune"  # study user attr holding the spec
 DEFAULT_ARTIFACTS = ".hpo/artifacts"
 _ARTIFACTS_ATTR = "artifact_store"  # study user attr: absolute artifact directory (workers, dashboard)
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """What a study is: space, base config, data fingerprint, sampler and pruner names, seed."""
-
-    space: SearchSpace
-    base: RunConfig
-    data_fingerprint: str
-    sampler: str
-    pruner: str
-    seed: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "space": self.space.to_dict(),
-            "base_config": self.base.to_dict(),
-            "data_fingerprint": self.data_fingerprint,
-            "sampler": self.sampler,
-            "pruner": self.pruner,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, where: str) -> StudySpec:
-        return cls(
-            space=SearchSpace.from_dict(raw["space"], where=where),
-            base=RunConfig.from_dict(raw["base_config"], where=where),
-            data_fingerprint=raw["data_fingerprint"],
-            sampler=raw["sampler"],
-            pruner=raw["pruner"],
-            seed=int(raw["seed"]),
-        )
 
 
 def study_lock(url: str, name: str) -> AbstractContextManager:

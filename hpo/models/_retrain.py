@@ -26,15 +26,19 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import UserError
-from hpo.packaging import Bundle, Member, default_tta, model_signature, save_bundle
-from hpo.registry import Registered, register_version
-from hpo.reports import confusion_figure, curves_figure, optuna_plots, report_text
+from hpo.models._bundle import Bundle, Member, default_tta, save_bundle
+from hpo.models._ensemble import Ensemble
+from hpo.models._figures import optuna_plots, report_text
+from hpo.models._pyfunc import model_signature
+from hpo.models._registry import Registered, register_version
 from hpo.study import StudySpec, open_study, storage_url, study_lock
 from hpo.tracking import (
     client,
     experiment_id_for,
     flat_params,
     mlflow_uris,
+    plot_confusion,
+    plot_curves,
     resolve_tracking_uri,
     study_tracking,
 )
@@ -199,10 +203,10 @@ def retrain(
             mlflow.log_dict(report, "classification_report.json")
             mlflow.log_text(report_text(report, title=title), "classification_report.txt")
             _log_figure(
-                confusion_figure(y_true, probs.argmax(axis=1), classes, title=title), "confusion_matrix.png"
+                plot_confusion(y_true, probs.argmax(axis=1), classes, title=title), "confusion_matrix.png"
             )
             for i, (number, history) in enumerate(histories.items()):
-                figure = curves_figure(history, title=f"{name} trial {number} retrained ({mode})")
+                figure = plot_curves(history, title=f"{name} trial {number} retrained ({mode})")
                 _log_figure(figure, "training_curves.png" if i == 0 else f"training_curves_trial{number}.png")
             plots = optuna_plots(study, tmp / "optuna")
             for path in plots:
@@ -364,8 +368,6 @@ def _train_subset(n: int) -> np.ndarray:
 
 def _predict_members(members: list[Member], data: LoadedData, idx: np.ndarray, classes) -> np.ndarray:
     """Soft-vote probabilities of ``members`` on images ``idx``, each member at its own image size."""
-    from hpo.predict import Ensemble
-
     ensemble = Ensemble(
         Bundle(classes=tuple(classes), members=members), device=members[0].config.budget.device
     )

@@ -1,4 +1,4 @@
-"""Ensemble prediction: every member x every TTA view -> probabilities -> soft or hard vote -> CSV.
+"""``hpo predict`` / ``hpo evaluate``: a model's ensemble on a dataset -> submission CSV or a report.
 
 Preprocessing comes from the bundle, never from flags: each member sees the images decoded and
 resized by ``training.cache`` at its own training size and normalized with its own mean/std.
@@ -15,7 +15,7 @@ import csv
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,110 +23,17 @@ from typing import Any
 import numpy as np
 
 from hpo.errors import UserError
-from hpo.packaging import TTA_MODES, VOTES, Bundle, build_member_model, load_bundle
+from hpo.models._bundle import VOTES, Bundle, load_bundle
+from hpo.models._ensemble import Ensemble, tta_views
+from hpo.models._registry import download_model
 from training.cache import load_images
 from training.config import DataConfig
 from training.data import ImageTable, UnlabeledTable, load_table, load_unlabeled
-from training.loop import predict_proba, resolve_device
 from training.metrics import classification_report
 
-__all__ = [
-    "Ensemble",
-    "PredictResult",
-    "atomic_output",
-    "combine",
-    "evaluate",
-    "predict",
-    "tta_view",
-]
+__all__ = ["PredictResult", "atomic_output", "evaluate", "predict"]
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 1024  # images per TTA/member pass: bounds memory for flipped copies
-
-
-def tta_view(images: np.ndarray, view: str) -> np.ndarray:
-    """One TTA view of uint8 NHWC ``images`` (contiguous, so torch can take it)."""
-    if view == "identity":
-        return np.ascontiguousarray(images)
-    if view == "hflip":
-        return np.ascontiguousarray(images[:, :, ::-1])
-    if view == "vflip":
-        return np.ascontiguousarray(images[:, ::-1])
-    if view == "hvflip":
-        return np.ascontiguousarray(images[:, ::-1, ::-1])
-    raise ValueError(f"unknown TTA view {view!r}")
-
-
-def combine(member_probs: np.ndarray, vote: str) -> np.ndarray:
-    """(members, N, C) probabilities -> (N, C).
-
-    ``soft``: the mean of the members' probabilities. ``hard``: each member votes for its argmax and
-    the result is the vote share, with ties broken by the soft mean (a 1e-6 nudge, renormalized),
-    so ``argmax`` of the result is always the ensemble's answer.
-    """
-    soft = member_probs.mean(axis=0)
-    if vote == "soft":
-        return soft
-    if vote != "hard":
-        raise ValueError(f"unknown vote {vote!r}")
-    n_members = len(member_probs)
-    votes = np.zeros_like(soft)
-    for probs in member_probs:
-        votes[np.arange(len(probs)), probs.argmax(axis=1)] += 1.0 / n_members
-    nudged = votes + 1e-6 * soft
-    return nudged / nudged.sum(axis=1, keepdims=True)
-
-
-class Ensemble:
-    """A bundle's members on one device; ``predict(images_at, tta=..., vote=...)``."""
-
-    def __init__(self, bundle: Bundle, *, device: str = "auto", batch_size: int = 128) -> None:
-        self.bundle = bundle
-        self.device = resolve_device(device, where="--device")
-        self.batch_size = batch_size
-        self.models = [build_member_model(m, len(bundle.classes)).to(self.device) for m in bundle.members]
-
-    def member_probs(self, images_at: Callable[[int], np.ndarray], *, tta: str) -> np.ndarray:
-        """(members, N, C): each member's probabilities, averaged over the TTA views.
-
-        ``images_at(size)`` returns the uint8 NHWC images decoded at ``size`` (a memmap is fine).
-        """
-        views = _tta_views(tta)
-        out: list[np.ndarray | None] = [None] * len(self.models)
-        for size in self.bundle.image_sizes:
-            images = images_at(size)
-            for i, (member, model) in enumerate(zip(self.bundle.members, self.models, strict=True)):
-                if member.image_size != size:
-                    continue
-                chunks = []
-                for start in range(0, len(images), _CHUNK):
-                    chunk = np.array(images[start : start + _CHUNK])  # a writable copy torch can take
-                    p = sum(
-                        predict_proba(
-                            model,
-                            tta_view(chunk, view),
-                            mean=member.mean,
-                            std=member.std,
-                            device=self.device,
-                            batch_size=self.batch_size,
-                        )
-                        for view in views
-                    )
-                    chunks.append(p / len(views))
-                out[i] = np.concatenate(chunks) if chunks else np.zeros((0, len(self.bundle.classes)))
-        return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
-
-    def predict(self, images_at: Callable[[int], np.ndarray], *, tta: str, vote: str) -> np.ndarray:
-        if vote not in VOTES:
-            raise UserError(f"--vote: unknown '{vote}'; use one of: {', '.join(VOTES)}")
-        return combine(self.member_probs(images_at, tta=tta), vote)
-
-
-def _tta_views(tta: str) -> tuple[str, ...]:
-    if tta not in TTA_MODES:
-        raise UserError(f"--tta: unknown '{tta}'; use one of: {', '.join(TTA_MODES)}")
-    return TTA_MODES[tta]
 
 
 @contextlib.contextmanager
@@ -255,7 +162,7 @@ def _run(
         bundle = load_bundle(directory)
     tta = tta or bundle.tta
     vote = vote or bundle.vote
-    _tta_views(tta)
+    tta_views(tta)
     if vote not in VOTES:
         raise UserError(f"--vote: unknown '{vote}'; use one of: {', '.join(VOTES)}")
 
@@ -312,8 +219,6 @@ def _model_labels(table: ImageTable, bundle: Bundle, data: str) -> np.ndarray:
 def _bundle_dir(model: str, tracking_uri: str | None) -> Iterator[Path]:
     """A local directory holding the bundle: the path itself, or a download of an MLflow model."""
     if model.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        from hpo.registry import download_model
-
         with tempfile.TemporaryDirectory(prefix="hpo-model-") as tmp:
             yield download_model(model, Path(tmp), tracking_uri=tracking_uri)
         return

@@ -1,0 +1,45 @@
+"""Studies: create or reuse one from a space and a dataset, open it anywhere, read its status.
+
+A study's user attrs hold everything a worker on any machine needs (the :class:`StudySpec`), so
+``hpo worker NAME`` needs only the study name and the storage URL.
+"""
+
+from hpo.study._create import (
+    DEFAULT_ARTIFACTS,
+    artifact_location,
+    create_study,
+    load_spec,
+    open_study,
+    storage_url,
+    study_lock,
+)
+from hpo.study._samplers import (
+    FOLD_LEVEL_PRUNERS,
+    PRUNERS,
+    SAMPLERS,
+    WILCOXON_MIN_FOLDS,
+    build_pruner,
+    build_sampler,
+)
+from hpo.study._spec import StudySpec
+from hpo.study._status import RunningTrial, StudyStatus, study_status
+
+__all__ = [
+    "DEFAULT_ARTIFACTS",
+    "FOLD_LEVEL_PRUNERS",
+    "PRUNERS",
+    "SAMPLERS",
+    "WILCOXON_MIN_FOLDS",
+    "RunningTrial",
+    "StudySpec",
+    "StudyStatus",
+    "artifact_location",
+    "build_pruner",
+    "build_sampler",
+    "create_study",
+    "load_spec",
+    "open_study",
+    "storage_url",
+    "study_lock",
+    "study_status",
+]

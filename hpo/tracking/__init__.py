@@ -1,0 +1,50 @@
+"""Tracking: side channels that watch trials without steering them.
+
+- MLflow: one parent run per study, one child run per trial (:class:`MlflowObserver`), the
+  tracking URI rules and a client that fails fast (:func:`client`, :func:`check_reachable`);
+- dashboard artifacts: each trial's learning curves and confusion matrices uploaded as Optuna
+  artifacts (:class:`ArtifactObserver`);
+- the observer hooks the objective calls (:class:`TrialObserver`), each failure isolated.
+"""
+
+from hpo.tracking._artifacts import ArtifactObserver, upload_png
+from hpo.tracking._mlflow import (
+    DEFAULT_TRACKING_DB,
+    StudyTracking,
+    check_reachable,
+    client,
+    enable_tracking,
+    experiment_id_for,
+    flat_params,
+    mlflow_uris,
+    requested_tracking_uri,
+    resolve_tracking_uri,
+    short_error,
+    study_tracking,
+)
+from hpo.tracking._mlflow_observer import MlflowObserver, tracking_observer
+from hpo.tracking._observers import ObserverGroup, TrialObserver
+from hpo.tracking._plots import plot_confusion, plot_curves
+
+__all__ = [
+    "DEFAULT_TRACKING_DB",
+    "ArtifactObserver",
+    "MlflowObserver",
+    "ObserverGroup",
+    "StudyTracking",
+    "TrialObserver",
+    "check_reachable",
+    "client",
+    "enable_tracking",
+    "experiment_id_for",
+    "flat_params",
+    "mlflow_uris",
+    "plot_confusion",
+    "plot_curves",
+    "requested_tracking_uri",
+    "resolve_tracking_uri",
+    "short_error",
+    "study_tracking",
+    "tracking_observer",
+    "upload_png",
+]
