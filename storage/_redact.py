@@ -50,12 +50,14 @@ def redact(url: str) -> str:
 def scrub(text: str, url: str) -> str:
     """Remove the password of ``url`` (raw, decoded and encoded forms) from ``text``; never raises.
 
-    For driver messages and the like, which might echo connection parameters.
+    For driver messages and the like, which might echo connection parameters. A secret is masked
+    only where it stands as a whole token, never inside a word: with the password ``p``, "port 5432"
+    stays readable.
     """
     try:
         out = str(text)
         for secret in sorted(_secrets(str(url)), key=len, reverse=True):
-            out = out.replace(secret, _MASK)
+            out = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", _MASK, out)
         return redact(out) if "://" in out or "=" in out else out
     except Exception:
         return "<message hidden: it may contain credentials>"

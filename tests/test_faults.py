@@ -32,13 +32,10 @@ from hpo.study import create_study
 from hpo.workers import Slot
 from hpo.workers._pool import _worker_main
 from storage import StorageError, open_storage
-from tests import test_hpo
 from tests.databases import fresh_storage_url
+from tests.helpers import FINISHED, hpo, trials_of, write_space
 from tests.private_postgres import private_postgres
 from tests.processes import worker_processes
-from tests.test_hpo import FINISHED, hpo, trials_of, write_space
-
-workdir, small_csv = test_hpo.workdir, test_hpo.small_csv  # the fixtures
 
 SECRET = "Outage-Pa55"  # trust auth never checks it; it must still never be printed
 LOST = "lost the connection to the database"
@@ -110,9 +107,10 @@ def test_a_killed_workers_trial_is_failed_then_resumed_by_another_pool(
     assert retry.state == TrialState.COMPLETE and retry.params == failed.params
     # Resumed from the checkpoints of trial 0: fold 1 done, fold 2 from its last saved epoch.
     assert retry.user_attrs["epochs"] == [epochs, epochs]
-    assert retry.user_attrs["resumed_epochs_fold_0"] == epochs
-    assert retry.user_attrs["resumed_epochs_fold_1"] >= killed_at["epoch"]
-    trained = epochs - retry.user_attrs["resumed_epochs_fold_1"]  # by the retry itself
+    resumed = retry.user_attrs["resumed_epochs"]  # per fold
+    assert resumed[0] == epochs
+    assert resumed[1] >= killed_at["epoch"]
+    trained = epochs - resumed[1]  # by the retry itself
     assert trained <= epochs - killed_at["epoch"] < 2 * epochs  # a restart from zero trains 2 x epochs
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,53 +14,9 @@ from optuna.trial import TrialState
 
 from hpo.study import create_study
 from hpo.workers import STOP_GRACE_SECONDS, run_workers
-from storage import open_storage
 from tests.databases import fresh_storage_url
-from tests.datasets import make_csv_dataset
+from tests.helpers import FINISHED, HPO, hpo, trials_of, write_space
 from tests.processes import alive, worker_processes
-
-HPO = str(Path(sys.executable).parent / "hpo")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-SPACE = """
-description: tiny test space
-fixed:
-  model.name: test_resnet
-  data.image_size: 32
-  budget.max_epochs: {epochs}
-  budget.batch_size: 32
-  budget.patience: null
-  augment.preset: none
-params:
-  optim.name: {{type: categorical, choices: [sgd, adamw]}}
-  optim.lr: {{type: float, low: 1.0e-5, high: 1.0e-1, log: true}}
-  optim.momentum: {{type: float, low: 0.5, high: 0.95, when: {{optim.name: sgd}}}}
-"""
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # .hpo/ (cache, checkpoints, default storage) lands in the test's dir
-    return tmp_path
-
-
-@pytest.fixture
-def small_csv(workdir: Path) -> Path:
-    return make_csv_dataset(workdir / "data", classes=("a", "b", "c", "d"), per_class=12, size=(32, 32))
-
-
-def write_space(workdir: Path, epochs: int) -> Path:
-    path = workdir / f"space_{epochs}.yaml"
-    path.write_text(SPACE.format(epochs=epochs))
-    return path
-
-
-def hpo(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([HPO, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
 
 
 @pytest.mark.slow
@@ -185,7 +140,7 @@ def test_sigterm_hands_the_running_trial_back_and_a_retry_resumes(workdir: Path,
     assert finish.returncode == 0, err
     done = [t for t in trials_of(url, "term") if t.state == TrialState.COMPLETE]
     assert len(done) == 1 and done[0].params == failed[0].params
-    assert done[0].user_attrs["resumed_epochs_fold_0"] >= 3  # resumed, not restarted from epoch 0
+    assert done[0].user_attrs["resumed_epochs"][0] >= 3  # resumed, not restarted from epoch 0
 
 
 @pytest.mark.slow
@@ -231,10 +186,10 @@ def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Pat
             self.calls.append("start")
 
         def on_epoch(self, trial, fold, stats) -> None:
-            self.calls.append(f"epoch {fold}.{stats.epoch}")
+            self.calls.append(f"epoch {fold.number}.{stats.epoch}")
 
-        def on_fold(self, trial, fold, result) -> None:
-            self.calls.append(f"fold {fold}")
+        def on_fold(self, trial, result) -> None:
+            self.calls.append(f"fold {result.fold.number}/{result.fold.count}")
 
         def on_trial_end(self, trial, state, value, reason) -> None:
             self.calls.append(f"end {state.name}")
@@ -258,12 +213,12 @@ def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Pat
     assert len(study.trials[0].user_attrs["best_epochs"]) == 2
     assert recorder.calls == [
         "start",
-        "epoch 0.1",
-        "epoch 0.2",
-        "fold 0",
         "epoch 1.1",
         "epoch 1.2",
-        "fold 1",
+        "fold 1/2",
+        "epoch 2.1",
+        "epoch 2.2",
+        "fold 2/2",
         "end COMPLETE",
     ]
     assert not (workdir / "ckpt" / "obs" / "trial-0").exists()  # a finished trial's checkpoints are removed

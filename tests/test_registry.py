@@ -19,16 +19,14 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from typer.testing import CliRunner
 
-from hpo.cli import app
 from tests.datasets import make_mask_tree
+from tests.helpers import invoke
 from tests.mlflow_server import mlflow_server
 
 # an MLflow server and two worker processes: minutes of wall time on a busy 2-core machine
 pytestmark = pytest.mark.slow
 
-runner = CliRunner()
 GOOD_LR, BAD_LR = 1e-2, 1e-6
 SPACE = """
 fixed:
@@ -61,10 +59,6 @@ class Env:
     workdir: Path
     mask: Path
     retrain_output: str
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +127,7 @@ def test_one_parent_run_with_a_child_run_per_trial(env: Env) -> None:
         assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
         assert run.data.params["model.name"] == "test_resnet"
         assert run.data.metrics["cv_f1"] == pytest.approx(t.value)
-        for fold in (0, 1):
+        for fold in (1, 2):  # numbered from 1, as everywhere users read them
             history = client.get_metric_history(run.info.run_id, f"fold{fold}/f1")
             assert [m.step for m in history] == [1, 2, 3]  # every epoch, stepped by epoch
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "f1")]
@@ -157,14 +151,9 @@ def test_retrain_logs_artifacts_model_and_moves_champion(env: Env) -> None:
     assert run.data.params["retrain.mode"] == "folds"
     assert run.data.metrics["cv_f1"] == pytest.approx(trials(env)[0].value)
     assert 0.0 <= run.data.metrics["oof_f1"] <= 1.0
-    for fold in (0, 1):
-        assert [
-            m.step for m in client.get_metric_history(run.info.run_id, f"trial0/fold{fold}/train_loss")
-        ] == [
-            1,
-            2,
-            3,
-        ]
+    for fold in (1, 2):
+        history = client.get_metric_history(run.info.run_id, f"trial0/fold{fold}/train_loss")
+        assert [m.step for m in history] == [1, 2, 3]
     listed = {a.path for a in client.list_artifacts(run.info.run_id)}
     listed |= {a.path for a in client.list_artifacts(run.info.run_id, "optuna")}
     assert listed >= RETRAIN_ARTIFACTS

@@ -43,6 +43,7 @@ from tests.databases import (
     require_server,
     unique_name,
 )
+from tests.helpers import free_port
 
 storage_url = databases.storage_url  # the fixture: a fresh database per test and storage_mode
 
@@ -293,6 +294,16 @@ def test_upgrade_schema_refuses_storages_without_schema(tmp_path: Path) -> None:
 )
 def test_redact(url: str, expected: str) -> None:
     assert redact(url) == expected
+
+
+def test_a_short_password_is_masked_in_urls_not_inside_words() -> None:
+    """With password ``p`` the server's error must still read 'port', not '***ort'."""
+    port = free_port()  # nothing listens there
+    with pytest.raises(StorageError) as info:
+        open_storage(f"postgresql://bob:p@127.0.0.1:{port}/hpo")
+    message = str(info.value)
+    assert "bob:***@127.0.0.1" in message and "bob:p@" not in message
+    assert f"port {port}" in message and "***ort" not in message
 
 
 @pytest.mark.parametrize(

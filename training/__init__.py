@@ -1,35 +1,51 @@
-"""Training core: data -> decoded cache -> folds -> timm model -> ``fit`` -> metrics.
+"""Training core: data -> decoded cache -> folds -> timm model -> ``fit`` / ``cross_validate`` -> metrics.
 
 Pure PyTorch/timm/albumentations/scikit-learn; knows nothing of Optuna, MLflow or SQL.
+
+The names below load on first use, so importing one light module (``training.config``) does not
+pay for torch: ``from training import fit`` imports ``training.loop`` then.
 """
 
-from training.batches import LoadedData, load_data
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ConfigError, RunConfig, apply_overrides
-from training.data import ImageTable, UnlabeledTable, load_table, load_unlabeled
-from training.folds import make_folds, oversample
-from training.loop import DivergedError, EpochStats, FitResult, fit, predict_proba
-from training.metrics import classification_report, macro_f1
+from __future__ import annotations
 
-__all__ = [
-    "ConfigError",
-    "DivergedError",
-    "EpochStats",
-    "FitResult",
-    "ImageTable",
-    "LoadedData",
-    "RunConfig",
-    "UnlabeledTable",
-    "apply_overrides",
-    "classification_report",
-    "fit",
-    "load_checkpoint",
-    "load_data",
-    "load_table",
-    "load_unlabeled",
-    "macro_f1",
-    "make_folds",
-    "oversample",
-    "predict_proba",
-    "save_checkpoint",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {  # public name -> the module that defines it
+    "LoadedData": "training.batches",
+    "load_data": "training.batches",
+    "load_checkpoint": "training.checkpoint",
+    "save_checkpoint": "training.checkpoint",
+    "ConfigError": "training.config",
+    "RunConfig": "training.config",
+    "apply_overrides": "training.config",
+    "Fold": "training.cv",
+    "FoldResult": "training.cv",
+    "cross_validate": "training.cv",
+    "out_of_fold": "training.cv",
+    "ImageTable": "training.data",
+    "UnlabeledTable": "training.data",
+    "load_table": "training.data",
+    "load_unlabeled": "training.data",
+    "make_folds": "training.folds",
+    "oversample": "training.folds",
+    "DivergedError": "training.loop",
+    "EpochStats": "training.loop",
+    "FitResult": "training.loop",
+    "fit": "training.loop",
+    "predict_proba": "training.loop",
+    "classification_report": "training.metrics",
+    "macro_f1": "training.metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'training' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

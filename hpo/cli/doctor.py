@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hpo.cli._app import StorageOpt, app, console, user_errors
+from hpo.errors import short_error
 
 # distributions whose versions matter when comparing machines or reporting a bug
 PACKAGES = (
@@ -138,7 +139,7 @@ def _storage_check(flag: str | None) -> Check:
     except StorageError as exc:
         return Check("storage", shown, False, str(exc))
     except Exception as exc:  # a driver error the storage layer did not translate
-        return Check("storage", shown, False, redact(" ".join(str(exc).split())))
+        return Check("storage", shown, False, short_error(exc, limit=1000))
     names = ", ".join(s.study_name for s in studies[:5]) + (", ..." if len(studies) > 5 else "")
     listed = f" ({names})" if studies else ""
     return Check("storage", shown, True, f"reachable; {len(studies)} study(ies){listed}")
@@ -181,21 +182,11 @@ def _tracking_check(flag: str | None) -> Check:
 
 
 def _http_check(uri: str, shown: str) -> Check:
-    """GET <uri>/health: an MLflow server answers 200 OK."""
-    import urllib.error
-    import urllib.request
+    """GET <uri>/health as a tracked run would (credentials as basic auth): 200 OK passes."""
+    from hpo.tracking import server_problem
 
-    from storage import redact
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=_TIMEOUT_S) as response:
-            if response.status == 200:
-                return Check("mlflow", shown, True, "tracking server answers /health")
-            reason = f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        reason = f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = redact(str(getattr(exc, "reason", exc)))
+    if (reason := server_problem(uri, timeout=_TIMEOUT_S)) is None:
+        return Check("mlflow", shown, True, "tracking server answers /health")
     return Check(
         "mlflow",
         shown,
@@ -208,8 +199,6 @@ def _sql_check(uri: str, shown: str) -> Check:
     """Connect to an MLflow database backend and run SELECT 1 (the server's driver must be installed)."""
     import sqlalchemy as sa
 
-    from storage import redact
-
     connect_args = {"connect_timeout": _TIMEOUT_S} if not uri.startswith("sqlite") else {}
     try:
         engine = sa.create_engine(uri, connect_args=connect_args, poolclass=sa.pool.NullPool)
@@ -219,7 +208,7 @@ def _sql_check(uri: str, shown: str) -> Check:
         finally:
             engine.dispose()
     except Exception as exc:
-        reason = redact(" ".join(str(exc).split()))[:300]
+        reason = short_error(exc)
         return Check("mlflow", shown, False, f"cannot connect ({reason})")
     return Check("mlflow", shown, True, "database reachable")
 

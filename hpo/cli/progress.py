@@ -63,10 +63,11 @@ def with_trial_progress(name: str, storage: str | None, target: int | None, work
 
 
 def print_status(name: str, storage: str | None, *, as_json: bool = False):
+    from hpo.records import study_record
     from hpo.study import open_study, study_status
 
     study, _ = open_study(name, storage)
-    s = study_status(study, target=study.user_attrs.get("budget"))
+    s = study_status(study, target=study_record(study).get("budget"))
     if as_json:
         console.print_json(json.dumps(s.to_dict(), default=str))
         return s

@@ -16,11 +16,13 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from hpo.errors import UserError
-from hpo.models._bundle import Bundle, load_bundle
+from hpo.models._bundle import Bundle, load_bundle, save_bundle
 from hpo.models._ensemble import Ensemble
 from training.cache import decode_image
 
-__all__ = ["BundleModel", "model_signature"]
+__all__ = ["BundleModel", "log_bundle_model", "model_signature"]
+
+_ENTRY = Path(__file__).with_name("_pyfunc_entry.py")  # the models-from-code script
 
 
 def model_signature(bundle: Bundle):
@@ -89,3 +91,43 @@ def _rewound(sources: list) -> list:
         if isinstance(s, io.BytesIO):
             s.seek(0)
     return sources
+
+
+def log_bundle_model(bundle: Bundle, workdir: Path, *, example_image: bytes):
+    """Log ``bundle`` as the pyfunc model ``model`` of the active MLflow run; returns MLflow's ModelInfo."""
+    import mlflow
+
+    bundle_dir = save_bundle(bundle, workdir / "bundle")
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(_ENTRY),
+        artifacts={"bundle": str(bundle_dir)},
+        signature=model_signature(bundle),
+        input_example=pd.DataFrame({"image": [example_image]}),
+        pip_requirements=_requirements(),
+        metadata={"foldtune": {k: v for k, v in bundle.describe().items() if k != "members"}},
+    )
+
+
+def _requirements() -> list[str]:
+    """The installed versions of what loading the model needs (foldtune itself must be installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in (
+        "mlflow",
+        "torch",
+        "timm",
+        "safetensors",
+        "pillow",
+        "numpy",
+        "pandas",
+        "pydantic",
+        "scikit-learn",
+        "albumentations",
+    ):
+        try:
+            pins.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins

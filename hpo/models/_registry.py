@@ -14,9 +14,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpo.errors import UserError
+from hpo.errors import UserError, short_error
 from hpo.models._bundle import find_bundle
-from hpo.tracking import client, resolve_tracking_uri, short_error
+from hpo.tracking import client, resolve_tracking_uri
 from storage import redact
 
 __all__ = ["CHAMPION", "Registered", "download_model", "parse_model_uri", "register_version"]

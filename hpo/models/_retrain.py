@@ -26,11 +26,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import UserError
-from hpo.models._bundle import Bundle, Member, default_tta, save_bundle
+from hpo.models._bundle import Bundle, Member, default_tta
 from hpo.models._ensemble import Ensemble
 from hpo.models._figures import optuna_plots, report_text
-from hpo.models._pyfunc import model_signature
 from hpo.models._registry import Registered, register_version
+from hpo.records import trial_record
 from hpo.study import StudySpec, open_study, storage_url, study_lock
 from hpo.tracking import (
     client,
@@ -46,7 +46,7 @@ from storage import redact
 from training.batches import LoadedData, load_data
 from training.checkpoint import load_checkpoint
 from training.config import RunConfig, apply_overrides
-from training.folds import make_folds
+from training.cv import Fold, cross_validate, out_of_fold
 from training.loop import EpochStats, fit
 from training.metrics import classification_report
 
@@ -55,7 +55,6 @@ __all__ = ["MODES", "RetrainResult", "retrain", "select_trials"]
 log = logging.getLogger(__name__)
 
 MODES = ("folds", "full")
-_ENTRY = Path(__file__).with_name("_pyfunc_entry.py")  # models-from-code script of the pyfunc model
 _TRAIN_SUBSET = 512  # images scored each epoch in full mode (fit needs a validation set)
 
 OnFold = Callable[[int, str, float], None]  # (trial number, "fold 2/3" | "all data", F1)
@@ -75,6 +74,28 @@ class RetrainResult:
     tracking_uri: str  # redacted
     n_members: int
     artifacts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where the retrain run goes: under the study's run when the study tracks to this URI."""
+
+    uri: str
+    client: Any  # MlflowClient
+    experiment_id: str
+    parent_run_id: str | None
+
+
+@dataclass(frozen=True)
+class _Retrained:
+    """One trial retrained: its members, out-of-fold probabilities (folds mode) and epoch history."""
+
+    trial: FrozenTrial
+    config: RunConfig
+    data: LoadedData
+    members: list[Member]
+    oof: np.ndarray | None
+    history: dict[int, list[EpochStats]]  # fold index -> epochs
 
 
 def select_trials(study: optuna.Study, *, top_k: int = 1, trial: int | None = None) -> list[FrozenTrial]:
@@ -103,7 +124,7 @@ def select_trials(study: optuna.Study, *, top_k: int = 1, trial: int | None = No
             )
         chosen = sorted(complete, key=lambda t: (-(t.value or 0.0), t.number))[:top_k]
     for t in chosen:
-        if "config" not in t.user_attrs:
+        if "config" not in trial_record(t):
             raise UserError(
                 f"trial {t.number} of '{study.study_name}' has no stored config; retrain another trial"
             )
@@ -130,21 +151,18 @@ def retrain(
     """
     import mlflow
 
+    from hpo.models._pyfunc import log_bundle_model  # MLflow's pyfunc loads only where a model is logged
+
     if mode not in MODES:
         raise UserError(f"--mode: unknown '{mode}'; use one of: {', '.join(MODES)}")
     url = storage_url(storage)
     study, spec = open_study(name, url)
     trials = select_trials(study, top_k=top_k, trial=trial)
-    tracking = study_tracking(study)
-    uri = tracking_uri or (tracking.uri() if tracking else None) or resolve_tracking_uri()
-    mlflow_client = client(uri)  # fails fast, before any training, when MLflow is unreachable
-    tracked_here = tracking is not None and tracking.tracking_uri == redact(uri)
-    experiment_id = tracking.experiment_id if tracked_here else experiment_id_for(mlflow_client, name, uri)
-    model_name = registered_model or name
-    best = trials[0]
-    cv_f1 = float(best.value)  # type: ignore[arg-type]
+    target = _target(study, tracking_uri)  # fails fast, before any training, when MLflow is unreachable
+    configs = [_trial_config(t, spec, data=data, device=device) for t in trials]
     numbers = [t.number for t in trials]
-    label = f"trial-{best.number}" if len(trials) == 1 else f"top{len(trials)}"
+    label = f"trial-{numbers[0]}" if len(trials) == 1 else f"top{len(trials)}"
+    cv_f1 = float(trials[0].value or 0.0)
     tags = {
         "foldtune.study": name,
         "foldtune.kind": "retrain",
@@ -152,213 +170,235 @@ def retrain(
         "foldtune.mode": mode,
         "foldtune.storage": redact(url),
     }
-    if tracked_here:
-        tags["mlflow.parentRunId"] = tracking.parent_run_id  # type: ignore[union-attr]
+    if target.parent_run_id is not None:
+        tags["mlflow.parentRunId"] = target.parent_run_id
 
-    with mlflow_uris(uri), tempfile.TemporaryDirectory(prefix="hpo-retrain-") as tmp_name:
+    with mlflow_uris(target.uri), tempfile.TemporaryDirectory(prefix="hpo-retrain-") as tmp_name:
         tmp = Path(tmp_name)
         with mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"retrain {label} ({mode})", tags=tags
+            experiment_id=target.experiment_id, run_name=f"retrain {label} ({mode})", tags=tags
         ) as run:
-            configs = [_trial_config(t, spec, data=data, device=device) for t in trials]
-            mlflow.log_params(
-                {
-                    "retrain.mode": mode,
-                    "retrain.trials": ",".join(map(str, numbers)),
-                    **flat_params(configs[0]),
-                }
-            )
-            mlflow.log_dict(configs[0].to_dict(), "config.json")
-            mlflow.log_metric("cv_f1", cv_f1)
-
-            members: list[Member] = []
-            oof_sum: np.ndarray | None = None
-            loaded: LoadedData | None = None
-            histories: dict[int, dict[int, list[EpochStats]]] = {}
-            for t, config in zip(trials, configs, strict=True):
-                mlflow.log_metric(f"trial{t.number}/cv_f1", float(t.value))  # type: ignore[arg-type]
-                loaded = load_data(config.data)
-                trained, oof, history = _train_trial(
-                    t, config, loaded, mode=mode, workdir=tmp / f"trial-{t.number}", on_fold=on_fold
-                )
-                members += trained
-                histories[t.number] = history
-                if oof is not None:
-                    oof_sum = oof if oof_sum is None else oof_sum + oof
-            assert loaded is not None
-            classes = tuple(loaded.table.classes)
-            labels = loaded.table.labels
-
-            # Evaluation: out-of-fold (folds mode) or a training subset (full mode).
-            if oof_sum is not None:
-                y_true, probs, where = labels, oof_sum / len(trials), "out-of-fold"
-            else:
-                idx = _train_subset(len(labels))
-                y_true, where = labels[idx], "training subset (seen in training)"
-                probs = _predict_members(members, loaded, idx, classes)
-            report = classification_report(y_true, probs, classes)
-            prefix = "oof" if oof_sum is not None else "train_subset"
-            mlflow.log_metrics({f"{prefix}_f1": report["macro_f1"], f"{prefix}_accuracy": report["accuracy"]})
-            title = f"{name} {label} ({mode}): {where}"
-            mlflow.log_dict(report, "classification_report.json")
-            mlflow.log_text(report_text(report, title=title), "classification_report.txt")
-            _log_figure(
-                plot_confusion(y_true, probs.argmax(axis=1), classes, title=title), "confusion_matrix.png"
-            )
-            for i, (number, history) in enumerate(histories.items()):
-                figure = plot_curves(history, title=f"{name} trial {number} retrained ({mode})")
-                _log_figure(figure, "training_curves.png" if i == 0 else f"training_curves_trial{number}.png")
-            plots = optuna_plots(study, tmp / "optuna")
-            for path in plots:
-                mlflow.log_artifact(str(path), artifact_path="optuna")
-            if tracked_here and plots:  # the study-level plots belong on the parent run as well
-                for path in plots:
-                    mlflow_client.log_artifact(tracking.parent_run_id, str(path), artifact_path="optuna")  # type: ignore[union-attr]
-                mlflow_client.log_metric(tracking.parent_run_id, "best_cv_f1", cv_f1)  # type: ignore[union-attr]
-
-            bundle = Bundle(
-                classes=classes,
-                members=members,
-                tta=default_tta(configs),
-                info={
-                    "study": name,
-                    "trials": numbers,
-                    "mode": mode,
-                    "cv_f1": cv_f1,
-                    "storage": redact(url),
-                    "data_fingerprint": spec.data_fingerprint,
-                },
-            )
-            bundle_dir = save_bundle(bundle, tmp / "bundle")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(_ENTRY),
-                artifacts={"bundle": str(bundle_dir)},
-                signature=model_signature(bundle),
-                input_example=_input_example(loaded),
-                pip_requirements=_requirements(),
-                metadata={"foldtune": {k: v for k, v in bundle.describe().items() if k != "members"}},
-            )
+            _log_inputs(trials, configs, mode=mode, cv_f1=cv_f1)
+            retrained = [
+                _retrain_trial(t, config, mode=mode, workdir=tmp / f"trial-{t.number}", on_fold=on_fold)
+                for t, config in zip(trials, configs, strict=True)
+            ]
+            report = _log_evaluation(retrained, title=f"{name} {label} ({mode})", mode=mode)
+            _log_study_plots(study, tmp / "optuna", target, cv_f1=cv_f1)
+            info = {"study": name, "trials": numbers, "mode": mode, "cv_f1": cv_f1, "storage": redact(url)}
+            bundle = _bundle(retrained, info={**info, "data_fingerprint": spec.data_fingerprint})
+            example = retrained[-1].data.table.file(0).read_bytes()  # what the pyfunc's `image` column takes
+            model = log_bundle_model(bundle, tmp, example_image=example)
             registered = register_version(
-                info.model_uri,
-                model_name,
+                model.model_uri,
+                registered_model or name,
                 run_id=run.info.run_id,
-                model_id=getattr(info, "model_id", None),
+                model_id=getattr(model, "model_id", None),
                 cv_f1=cv_f1,
                 tags={
                     **{k: v for k, v in tags.items() if k.startswith("foldtune.")},
                     "foldtune.run_id": run.info.run_id,
                 },
-                tracking_uri=uri,
+                tracking_uri=target.uri,
                 force=force,
-                lock=study_lock(url, f"champion:{model_name}"),
+                lock=study_lock(url, f"champion:{registered_model or name}"),
             )
             mlflow.set_tags(
                 {"foldtune.registered": registered.uri, "foldtune.champion": str(registered.champion)}
             )
-            artifacts = sorted(a.path for a in mlflow_client.list_artifacts(run.info.run_id))
+            artifacts = sorted(a.path for a in target.client.list_artifacts(run.info.run_id))
     return RetrainResult(
         study=name,
         trials=numbers,
         mode=mode,
         cv_f1=cv_f1,
-        oof_f1=report["macro_f1"] if oof_sum is not None else None,
+        oof_f1=report["macro_f1"] if mode == "folds" else None,
         run_id=run.info.run_id,
-        experiment_id=experiment_id,
-        model_uri=info.model_uri,
+        experiment_id=target.experiment_id,
+        model_uri=model.model_uri,
         registered=registered,
-        tracking_uri=redact(uri),
-        n_members=len(members),
+        tracking_uri=redact(target.uri),
+        n_members=len(bundle.members),
         artifacts=artifacts,
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+
+
+def _target(study: optuna.Study, flag: str | None) -> _Target:
+    """``--tracking-uri``, then the study's, then ``MLFLOW_TRACKING_URI``, then the local store."""
+    tracking = study_tracking(study)
+    uri = flag or (tracking.uri() if tracking else None) or resolve_tracking_uri()
+    mlflow_client = client(uri)
+    if tracking is not None and tracking.tracking_uri == redact(uri):
+        return _Target(uri, mlflow_client, tracking.experiment_id, tracking.parent_run_id)
+    return _Target(uri, mlflow_client, experiment_id_for(mlflow_client, study.study_name, uri), None)
+
+
 def _trial_config(t: FrozenTrial, spec: StudySpec, *, data: str | None, device: str) -> RunConfig:
-    config = RunConfig.from_dict(t.user_attrs["config"], where=f"trial {t.number}")
+    config = RunConfig.from_dict(trial_record(t)["config"], where=f"trial {t.number}")
     overrides: dict[str, Any] = {"budget.device": device}
     if data:
         overrides["data.source"] = data if data == "sample" else str(Path(data).resolve())
     config = apply_overrides(config, overrides, where="hpo retrain")
-    fingerprint = load_data(config.data).table.fingerprint()
-    if fingerprint != spec.data_fingerprint:
-        raise UserError(
-            f"data at {config.data.source} differs from the study's (fingerprint {fingerprint} != "
-            f"{spec.data_fingerprint}); pass --data with the dataset the study was run on"
-        )
+    spec.check_data(load_data(config.data).table, config.data.source)
     return config
 
 
-def _train_trial(
+def _log_inputs(trials: list[FrozenTrial], configs: list[RunConfig], *, mode: str, cv_f1: float) -> None:
+    import mlflow
+
+    numbers = ",".join(str(t.number) for t in trials)
+    mlflow.log_params({"retrain.mode": mode, "retrain.trials": numbers, **flat_params(configs[0])})
+    mlflow.log_dict(configs[0].to_dict(), "config.json")
+    mlflow.log_metrics({"cv_f1": cv_f1, **{f"trial{t.number}/cv_f1": float(t.value or 0.0) for t in trials}})
+
+
+def _retrain_trial(
+    t: FrozenTrial, config: RunConfig, *, mode: str, workdir: Path, on_fold: OnFold | None
+) -> _Retrained:
+    """Train trial ``t`` again: its k folds (folds mode) or once on all images (full mode)."""
+    data = load_data(config.data)
+    history: dict[int, list[EpochStats]] = {}
+    if mode == "full":
+        return _retrain_full(t, config, data, workdir=workdir, history=history, on_fold=on_fold)
+
+    def on_epoch(fold: Fold, stats: EpochStats) -> None:
+        history.setdefault(fold.index, []).append(stats)
+        _log_epoch(f"trial{t.number}/fold{fold.number}", stats)
+
+    members, results = [], []
+    for result in cross_validate(config, data=data, on_epoch=on_epoch, checkpoint_dir=workdir):
+        results.append(result)
+        fold, fit_result = result.fold, result.fit
+        assert fit_result.checkpoint is not None  # cross_validate was given a checkpoint_dir
+        state = load_checkpoint(fit_result.checkpoint)
+        members.append(
+            Member.from_checkpoint(
+                state, trial=t.number, fold=fold.index, cv_f1=t.value, epochs=fit_result.best_epoch
+            )
+        )
+        _log_metric(f"trial{t.number}/fold{fold.number}/best_f1", fit_result.best_f1)
+        if on_fold is not None:
+            on_fold(t.number, f"fold {fold.number}/{fold.count}", fit_result.best_f1)
+    oof = out_of_fold(results, len(data.table), data.n_classes)
+    return _Retrained(t, config, data, members, oof, history)
+
+
+def _retrain_full(
     t: FrozenTrial,
     config: RunConfig,
     data: LoadedData,
     *,
-    mode: str,
     workdir: Path,
+    history: dict[int, list[EpochStats]],
     on_fold: OnFold | None,
-) -> tuple[list[Member], np.ndarray | None, dict[int, list[EpochStats]]]:
-    """Members, out-of-fold probabilities (folds mode) and per-fold epoch history of one trial."""
+) -> _Retrained:
+    record = trial_record(t)
+    epochs = max(
+        int(e) for e in record.get("best_epochs") or record.get("epochs") or [config.budget.max_epochs]
+    )
+    config = apply_overrides(
+        config, {"budget.max_epochs": epochs, "budget.patience": None}, where="hpo retrain --mode full"
+    )
+
+    def on_epoch(stats: EpochStats) -> None:
+        history.setdefault(0, []).append(stats)
+        _log_epoch(f"trial{t.number}/full", stats)
+
+    everything = np.arange(len(data.table), dtype=np.int64)
+    result = fit(
+        config,
+        everything,
+        _train_subset(len(data.table)),
+        on_epoch=on_epoch,
+        checkpoint_dir=workdir / "full",
+        data=data,
+    )
+    state = load_checkpoint(workdir / "full" / "best.pt")  # config, classes, mean/std
+    state["model"] = load_checkpoint(workdir / "full" / "last.pt")["model"]  # the final epoch's weights
+    if on_fold is not None:
+        on_fold(t.number, "all data", result.history[-1].f1)
+    member = Member.from_checkpoint(state, trial=t.number, fold=None, cv_f1=t.value, epochs=epochs)
+    return _Retrained(t, config, data, [member], None, history)
+
+
+def _log_evaluation(retrained: list[_Retrained], *, title: str, mode: str) -> dict[str, Any]:
+    """Out-of-fold report (folds mode) or one on a training subset (full mode), with its figures."""
     import mlflow
 
+    data = retrained[-1].data
+    classes = tuple(data.table.classes)
     labels = data.table.labels
-    history: dict[int, list[EpochStats]] = {}
+    if retrained[0].oof is not None:
+        y_true, where, prefix = labels, "out-of-fold", "oof"
+        probs = np.mean([r.oof for r in retrained], axis=0)
+    else:
+        idx = _train_subset(len(labels))
+        y_true, where, prefix = labels[idx], "training subset (seen in training)", "train_subset"
+        probs = _predict_members([m for r in retrained for m in r.members], data, idx, classes)
+    report = classification_report(y_true, probs, classes)
+    mlflow.log_metrics({f"{prefix}_f1": report["macro_f1"], f"{prefix}_accuracy": report["accuracy"]})
+    mlflow.log_dict(report, "classification_report.json")
+    mlflow.log_text(report_text(report, title=f"{title}: {where}"), "classification_report.txt")
+    mlflow.log_figure(
+        plot_confusion(y_true, probs.argmax(axis=1), classes, title=f"{title}: {where}"),
+        "confusion_matrix.png",
+    )
+    for i, r in enumerate(retrained):
+        name = "training_curves.png" if i == 0 else f"training_curves_trial{r.trial.number}.png"
+        mlflow.log_figure(plot_curves(r.history, title=f"trial {r.trial.number} retrained ({mode})"), name)
+    return report
 
-    def log_epoch(fold: int):
-        def on_epoch(stats: EpochStats) -> None:
-            history.setdefault(fold, []).append(stats)
-            prefix = f"trial{t.number}/fold{fold}" if mode == "folds" else f"trial{t.number}/full"
-            mlflow.log_metrics(
-                {
-                    f"{prefix}/train_loss": stats.train_loss,
-                    f"{prefix}/val_loss": stats.val_loss,
-                    f"{prefix}/f1": stats.f1,
-                    f"{prefix}/lr": stats.lr,
-                },
-                step=stats.epoch,
-            )
 
-        return on_epoch
+def _log_study_plots(study: optuna.Study, directory: Path, target: _Target, *, cv_f1: float) -> None:
+    """Optuna's history / importance / parallel-coordinate plots, on this run and the study's run."""
+    import mlflow
 
-    if mode == "full":
-        best_epochs = (
-            t.user_attrs.get("best_epochs") or t.user_attrs.get("epochs") or [config.budget.max_epochs]
-        )
-        epochs = max(int(e) for e in best_epochs)
-        config = apply_overrides(
-            config, {"budget.max_epochs": epochs, "budget.patience": None}, where="hpo retrain --mode full"
-        )
-        everything = np.arange(len(labels), dtype=np.int64)
-        result = fit(
-            config,
-            everything,
-            _train_subset(len(labels)),
-            on_epoch=log_epoch(0),
-            checkpoint_dir=workdir / "full",
-            data=data,
-        )
-        state = load_checkpoint(workdir / "full" / "best.pt")  # config, classes, mean/std
-        state["model"] = load_checkpoint(workdir / "full" / "last.pt")["model"]  # the final epoch's weights
-        if on_fold is not None:
-            on_fold(t.number, "all data", result.history[-1].f1)
-        member = Member.from_checkpoint(state, trial=t.number, fold=None, cv_f1=t.value, epochs=epochs)
-        return [member], None, history
+    plots = optuna_plots(study, directory)
+    for path in plots:
+        mlflow.log_artifact(str(path), artifact_path="optuna")
+    if target.parent_run_id is not None and plots:
+        for path in plots:
+            target.client.log_artifact(target.parent_run_id, str(path), artifact_path="optuna")
+        target.client.log_metric(target.parent_run_id, "best_cv_f1", cv_f1)
 
-    folds = make_folds(labels, data.table.groups, config.cv.folds, config.cv.seed, classes=data.table.classes)
-    oof = np.zeros((len(labels), data.n_classes), dtype=np.float32)
-    members = []
-    for k, (train_idx, val_idx) in enumerate(folds):
-        result = fit(
-            config, train_idx, val_idx, on_epoch=log_epoch(k), checkpoint_dir=workdir / f"fold-{k}", data=data
-        )
-        oof[val_idx] = result.oof_probs
-        state = load_checkpoint(workdir / f"fold-{k}" / "best.pt")
-        members.append(
-            Member.from_checkpoint(state, trial=t.number, fold=k, cv_f1=t.value, epochs=result.best_epoch)
-        )
-        mlflow.log_metric(f"trial{t.number}/fold{k}/best_f1", result.best_f1)
-        if on_fold is not None:
-            on_fold(t.number, f"fold {k + 1}/{len(folds)}", result.best_f1)
-    return members, oof, history
+
+def _bundle(retrained: list[_Retrained], *, info: dict[str, Any]) -> Bundle:
+    return Bundle(
+        classes=tuple(retrained[-1].data.table.classes),
+        members=[m for r in retrained for m in r.members],
+        tta=default_tta([r.config for r in retrained]),
+        info=info,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_epoch(prefix: str, stats: EpochStats) -> None:
+    import mlflow
+
+    mlflow.log_metrics(
+        {
+            f"{prefix}/train_loss": stats.train_loss,
+            f"{prefix}/val_loss": stats.val_loss,
+            f"{prefix}/f1": stats.f1,
+            f"{prefix}/lr": stats.lr,
+        },
+        step=stats.epoch,
+    )
+
+
+def _log_metric(key: str, value: float) -> None:
+    import mlflow
+
+    mlflow.log_metric(key, value)
 
 
 def _train_subset(n: int) -> np.ndarray:
@@ -377,39 +417,3 @@ def _predict_members(members: list[Member], data: LoadedData, idx: np.ndarray, c
         return np.asarray(load_data(base.model_copy(update={"image_size": size})).images[idx])
 
     return ensemble.predict(images_at, tta="none", vote="soft")
-
-
-def _log_figure(figure, name: str) -> None:
-    import mlflow
-
-    mlflow.log_figure(figure, name)
-
-
-def _input_example(data: LoadedData):
-    """One real image file, as bytes: what the pyfunc's ``image`` column takes."""
-    import pandas as pd
-
-    return pd.DataFrame({"image": [data.table.file(0).read_bytes()]})
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for package in (
-        "mlflow",
-        "torch",
-        "timm",
-        "safetensors",
-        "pillow",
-        "numpy",
-        "pandas",
-        "pydantic",
-        "scikit-learn",
-        "albumentations",
-    ):
-        try:
-            pins.append(f"{package}=={version(package).split('+')[0]}")
-        except PackageNotFoundError:
-            pins.append(package)
-    return pins

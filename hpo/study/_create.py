@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 
 from hpo.errors import UserError
+from hpo.records import study_record, write_study
 from hpo.space import SearchSpace, load_space
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.study._spec import StudySpec
@@ -29,9 +30,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///.hpo/foldtune.db"
-_ATTR = "foldtune"  # study user attr holding the spec
 DEFAULT_ARTIFACTS = ".hpo/artifacts"
-_ARTIFACTS_ATTR = "artifact_store"  # study user attr: absolute artifact directory (workers, dashboard)
 
 
 def study_lock(url: str, name: str) -> AbstractContextManager:
@@ -90,8 +89,8 @@ def create_study(
             study = optuna.load_study(study_name=name, storage=backend)
         except KeyError:
             study = optuna.create_study(study_name=name, storage=backend, direction="maximize")
-            study.set_user_attr(_ATTR, spec.to_dict())
-            study.set_user_attr(_ARTIFACTS_ATTR, str(artifact_dir(artifacts or DEFAULT_ARTIFACTS)))
+            artifact_store = str(artifact_dir(artifacts or DEFAULT_ARTIFACTS))
+            write_study(study, {"foldtune": spec.to_dict(), "artifact_store": artifact_store})
             return study, True
     existing = load_spec(study)
     _check_same(name, existing, spec)
@@ -106,7 +105,7 @@ def create_study(
 
 def artifact_location(study: optuna.Study | optuna.study.FrozenStudy) -> str | None:
     """The study's artifact directory; None for studies made before foldtune kept one."""
-    return study.user_attrs.get(_ARTIFACTS_ATTR)
+    return study_record(study).get("artifact_store")
 
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, StudySpec]:
@@ -128,7 +127,7 @@ def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, Stu
 
 
 def load_spec(study: optuna.Study) -> StudySpec:
-    raw = study.user_attrs.get(_ATTR)
+    raw = study_record(study).get("foldtune")
     if raw is None:
         raise UserError(
             f"study '{study.study_name}' was not created by `hpo study create` "

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hpo.errors import UserError
 from hpo.space import SearchSpace
 from training.config import RunConfig
+from training.data import ImageTable
 
 __all__ = ["StudySpec"]
 
@@ -42,3 +44,11 @@ class StudySpec:
             pruner=raw["pruner"],
             seed=int(raw["seed"]),
         )
+
+    def check_data(self, table: ImageTable, source: str) -> None:
+        """Refuse data other than the study's: trials on it would not be comparable."""
+        if (found := table.fingerprint()) != self.data_fingerprint:
+            raise UserError(
+                f"data at {source} differs from the study's (fingerprint {found} != "
+                f"{self.data_fingerprint}); pass --data with the dataset the study was created on"
+            )

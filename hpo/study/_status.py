@@ -10,6 +10,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.records import Progress, trial_record
+
 __all__ = ["RunningTrial", "StudyStatus", "study_status"]
 
 
@@ -56,10 +58,10 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
     running = [
         RunningTrial(
             number=t.number,
-            host=str(t.user_attrs.get("host", "?")),
-            device=str(t.user_attrs.get("device", "?")),
+            host=str(trial_record(t).get("host", "?")),
+            device=str(trial_record(t).get("device", "?")),
             elapsed_s=(now - t.datetime_start).total_seconds() if t.datetime_start else 0.0,
-            progress=_progress_text(t.user_attrs.get("progress")),
+            progress=_progress_text(trial_record(t).get("progress")),
         )
         for t in trials
         if t.state == TrialState.RUNNING
@@ -81,7 +83,7 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
     )
 
 
-def _progress_text(progress: dict | None) -> str:
+def _progress_text(progress: Progress | None) -> str:
     if not progress:
         return "starting"
     return f"fold {progress['fold']}/{progress['folds']} epoch {progress['epoch']}/{progress['epochs']}"

@@ -19,7 +19,7 @@ from hpo.tracking._mlflow import (
     mlflow_uris,
     requested_tracking_uri,
     resolve_tracking_uri,
-    short_error,
+    server_problem,
     study_tracking,
 )
 from hpo.tracking._mlflow_observer import MlflowObserver, tracking_observer
@@ -43,7 +43,7 @@ __all__ = [
     "plot_curves",
     "requested_tracking_uri",
     "resolve_tracking_uri",
-    "short_error",
+    "server_problem",
     "study_tracking",
     "tracking_observer",
     "upload_png",

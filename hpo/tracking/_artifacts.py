@@ -13,27 +13,23 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 from optuna.artifacts import ArtifactMeta
-from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
 from optuna.trial import TrialState
 
+from hpo.optuna_compat import ARTIFACTS_ATTR_PREFIX, ArtifactStore, trial_id
 from hpo.tracking._observers import TrialObserver
 from hpo.tracking._plots import plot_confusion, plot_curves
 from training.batches import load_data
 from training.config import RunConfig
-from training.folds import make_folds
-from training.loop import EpochStats, FitResult
+from training.cv import Fold, FoldResult
+from training.data import ImageTable
+from training.loop import EpochStats
 
-if TYPE_CHECKING:
-    from optuna.artifacts._protocol import ArtifactStore
-
-__all__ = ["ArtifactObserver", "plot_confusion", "plot_curves", "upload_png"]
+__all__ = ["ArtifactObserver", "upload_png"]
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +41,35 @@ class ArtifactObserver(TrialObserver):
         self.store = store
         self._reset(None)
 
-    def _reset(self, config: RunConfig | None) -> None:
-        self._config = config
-        self._epochs: dict[int, list[EpochStats]] = {}  # fold -> epochs seen so far
-        self._folds: list[tuple[np.ndarray, np.ndarray]] | None = None
-        self._oof: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # fold -> (true, predicted) labels
+    def _reset(self, table: ImageTable | None) -> None:
+        self._table = table  # labels and class names of the trial's data
+        self._epochs: dict[int, list[EpochStats]] = {}  # fold index -> epochs seen so far
+        self._oof: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # fold index -> (true, predicted) labels
 
     def on_trial_start(self, trial: optuna.Trial, config: RunConfig) -> None:
-        self._reset(config)
+        self._reset(load_data(config.data).table)  # opened already by the objective: no work
 
-    def on_epoch(self, trial: optuna.Trial, fold: int, stats: EpochStats) -> None:
-        history = self._epochs.setdefault(fold, [])
+    def on_epoch(self, trial: optuna.Trial, fold: Fold, stats: EpochStats) -> None:
+        history = self._epochs.setdefault(fold.index, [])
         del history[stats.epoch - 1 :]  # a resumed fold replays its saved epochs from epoch 1
         history.append(stats)
 
-    def on_fold(self, trial: optuna.Trial, fold: int, result: FitResult) -> None:
-        self._epochs[fold] = list(result.history)
-        classes, y_val = self._validation_labels(fold)
-        if len(y_val) != len(result.oof_probs):
-            raise ValueError(
-                f"fold {fold + 1} has {len(y_val)} validation images but {len(result.oof_probs)} predictions"
-            )
-        predicted = result.oof_probs.argmax(axis=1)
-        self._oof[fold] = (y_val, predicted)
-        where = f"trial {trial.number}, fold {fold + 1}"
-        self._upload(trial, f"fold{fold + 1}_curves.png", plot_curves({fold: result.history}, title=where))
-        f1 = f"best epoch {result.best_epoch}, macro-F1 {result.best_f1:.4f}"
+    def on_fold(self, trial: optuna.Trial, result: FoldResult) -> None:
+        if self._table is None:
+            raise RuntimeError("on_fold before on_trial_start")
+        fold, fit = result.fold, result.fit
+        self._epochs[fold.index] = list(fit.history)
+        y_val, predicted = self._table.labels[fold.val_idx], fit.oof_probs.argmax(axis=1)
+        self._oof[fold.index] = (y_val, predicted)
+        where = f"trial {trial.number}, fold {fold.number}"
+        self._upload(
+            trial, f"fold{fold.number}_curves.png", plot_curves({fold.index: fit.history}, title=where)
+        )
+        f1 = f"best epoch {fit.best_epoch}, macro-F1 {fit.best_f1:.4f}"
         self._upload(
             trial,
-            f"fold{fold + 1}_confusion.png",
-            plot_confusion(y_val, predicted, classes, title=f"{where}: {f1}"),
+            f"fold{fold.number}_confusion.png",
+            plot_confusion(y_val, predicted, self._table.classes, title=f"{where}: {f1}"),
         )
 
     def on_trial_end(
@@ -84,25 +79,15 @@ class ArtifactObserver(TrialObserver):
         if epochs:
             title = f"trial {trial.number}: {state.name.lower()}"
             self._upload(trial, "curves.png", plot_curves(epochs, title=title))
-        if state == TrialState.COMPLETE and self._oof and self._config is not None:
-            classes = load_data(self._config.data).table.classes
+        if state == TrialState.COMPLETE and self._oof and self._table is not None:
             y_true = np.concatenate([t for t, _ in self._oof.values()])
             y_pred = np.concatenate([p for _, p in self._oof.values()])
             score = f"mean fold macro-F1 {value:.4f}" if value is not None else "complete"
             title = f"trial {trial.number}, out-of-fold: {score}"
-            self._upload(trial, "confusion.png", plot_confusion(y_true, y_pred, classes, title=title))
+            self._upload(
+                trial, "confusion.png", plot_confusion(y_true, y_pred, self._table.classes, title=title)
+            )
         self._reset(None)
-
-    def _validation_labels(self, fold: int) -> tuple[Sequence[str], np.ndarray]:
-        """The fold's validation labels, from the same deterministic split the objective made."""
-        if self._config is None:
-            raise RuntimeError("on_fold before on_trial_start")
-        data = load_data(self._config.data)
-        labels = data.table.labels
-        if self._folds is None:
-            cv = self._config.cv
-            self._folds = make_folds(labels, data.table.groups, cv.folds, cv.seed)
-        return data.table.classes, labels[self._folds[fold][1]]
 
     def _upload(self, trial: optuna.Trial, filename: str, figure) -> None:
         buffer = io.BytesIO()
@@ -123,6 +108,6 @@ def upload_png(store: ArtifactStore, trial: optuna.Trial, filename: str, body: i
     store.write(artifact_id, body)
     meta = ArtifactMeta(artifact_id=artifact_id, filename=filename, mimetype="image/png", encoding=None)
     trial.storage.set_trial_system_attr(
-        trial._trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(asdict(meta))
+        trial_id(trial), ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(asdict(meta))
     )
     return artifact_id

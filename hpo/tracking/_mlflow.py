@@ -14,19 +14,20 @@ Tracking watches, it never steers: an MLflow failure is logged, the trial goes o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
 
-from hpo.errors import UserError
+from hpo.errors import UserError, short_error
+from hpo.mlflow_compat import mlflow_uris
+from hpo.optuna_compat import study_storage
+from hpo.records import study_record, write_study
 from hpo.study import study_lock
 from storage import redact
 from training.config import RunConfig
@@ -42,14 +43,13 @@ __all__ = [
     "mlflow_uris",
     "requested_tracking_uri",
     "resolve_tracking_uri",
-    "short_error",
+    "server_problem",
     "study_tracking",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_DB = ".hpo/mlflow.db"
-_ATTR = "mlflow"  # study user attr holding StudyTracking
 
 
 @dataclass(frozen=True)
@@ -95,18 +95,25 @@ def _local_artifact_root(uri: str) -> str | None:
     return (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
 
 
+def server_problem(uri: str, *, timeout: float = 5.0) -> str | None:
+    """Why the MLflow server at an http(s) ``uri`` does not answer ``/health``; None when it does.
+
+    Credentials in the URI are sent as basic auth, as MLflow's own client sends them.
+    """
+    try:
+        with urllib.request.urlopen(_health_request(uri), timeout=timeout) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return redact(str(getattr(exc, "reason", exc)))
+
+
 def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast with one line instead of MLflow retrying for minutes against a dead server."""
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(_health_request(uri), timeout=timeout) as response:
-                if response.status == 200:
-                    return
-                reason = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            reason = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = str(getattr(exc, "reason", exc))
+        if (reason := server_problem(uri, timeout=timeout)) is None:
+            return
         raise UserError(
             f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it "
             "(`mlflow server`), or pass --tracking-uri / set MLFLOW_TRACKING_URI to a reachable one"
@@ -164,32 +171,6 @@ def client(uri: str, *, existing: bool = False):
         ) from None
 
 
-@contextlib.contextmanager
-def mlflow_uris(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (``log_model``, ``register_model``) at ``uri`` for a block.
-
-    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (and the registry its variable)
-    into the environment; both are put back afterwards so later resolution is unaffected.
-    """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def experiment_id_for(mlflow_client, name: str, uri: str) -> str:
     """The id of experiment ``name``, created when missing (a concurrent creator wins quietly)."""
     from mlflow.exceptions import MlflowException
@@ -209,7 +190,7 @@ def experiment_id_for(mlflow_client, name: str, uri: str) -> str:
 
 
 def study_tracking(study: optuna.Study) -> StudyTracking | None:
-    raw = study.user_attrs.get(_ATTR)
+    raw = study_record(study).get("mlflow")
     return StudyTracking(**raw) if raw else None
 
 
@@ -236,7 +217,7 @@ def enable_tracking(study: optuna.Study, *, storage_url: str, tracking_uri: str)
 
 
 def _reloaded(study: optuna.Study) -> optuna.Study:
-    return optuna.load_study(study_name=study.study_name, storage=study._storage)
+    return optuna.load_study(study_name=study.study_name, storage=study_storage(study))
 
 
 def _create_parent(study: optuna.Study, mlflow_client, storage_url: str, uri: str) -> StudyTracking:
@@ -257,10 +238,10 @@ def _create_parent(study: optuna.Study, mlflow_client, storage_url: str, uri: st
         parent_run_id=run.info.run_id,
         storage=redact(storage_url),
     )
-    spec = study.user_attrs.get("foldtune")
+    spec = study_record(study).get("foldtune")
     if spec is not None:
         mlflow_client.log_dict(run.info.run_id, spec, "study_spec.json")
-    study.set_user_attr(_ATTR, asdict(tracking))
+    write_study(study, {"mlflow": asdict(tracking)})
     log.info("study %s tracks to %s (parent run %s)", study.study_name, redact(uri), run.info.run_id)
     return tracking
 
@@ -272,10 +253,6 @@ def flat_params(config: RunConfig) -> dict[str, str]:
         for section, values in config.to_dict().items()
         for key, value in values.items()
     }
-
-
-def short_error(exc: BaseException) -> str:
-    return redact(" ".join(str(exc).split())[:300]) or type(exc).__name__
 
 
 def requested_tracking_uri(enabled: bool | None, flag: str | None) -> str | None:

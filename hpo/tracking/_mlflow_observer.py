@@ -10,12 +10,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.errors import UserError
-from hpo.tracking._mlflow import StudyTracking, flat_params, short_error, study_tracking
+from hpo.errors import UserError, short_error
+from hpo.records import trial_record
+from hpo.tracking._mlflow import StudyTracking, flat_params, study_tracking
 from hpo.tracking._observers import TrialObserver
 from storage import redact
 from training.config import RunConfig
-from training.loop import EpochStats, FitResult
+from training.cv import Fold, FoldResult
+from training.loop import EpochStats
 
 __all__ = ["MlflowObserver", "tracking_observer"]
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 _STATUS = {  # Optuna trial state -> MLflow run status
     TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "KILLED",
+    TrialState.PRUNED: "FINISHED",  # pruning is a normal end; the foldtune.state tag says pruned
     TrialState.FAIL: "FAILED",
 }
 
@@ -46,7 +48,7 @@ def tracking_observer(study: optuna.Study) -> list[TrialObserver]:
 class MlflowObserver(TrialObserver):
     """One child run per trial under the study's parent run: params, per-epoch metrics, state, config.
 
-    Metrics: ``fold<k>/<name>`` at step = epoch (train_loss, val_loss, f1, accuracy, lr, seconds),
+    Metrics: ``fold<k>/<name>`` (k from 1) at step = epoch (train_loss, val_loss, f1, accuracy, lr, seconds),
     ``f1`` at the pruner's step ``fold * max_epochs + epoch``, ``fold<k>/best_f1`` per fold, and
     ``cv_f1`` (the trial's value) at the end. After an MLflow error the trial's run is left alone,
     so a dead server costs one timeout per trial, not one per epoch.
@@ -78,7 +80,7 @@ class MlflowObserver(TrialObserver):
     def on_trial_start(self, trial: optuna.Trial, config: RunConfig) -> None:
         from mlflow.entities import Param
 
-        attrs = trial.user_attrs
+        attrs = trial_record(trial)
         tags = {
             "mlflow.parentRunId": self.tracking.parent_run_id,
             "foldtune.study": trial.study.study_name,
@@ -106,7 +108,7 @@ class MlflowObserver(TrialObserver):
 
         self._guard(trial, "logging params", log_start)
 
-    def on_epoch(self, trial: optuna.Trial, fold: int, stats: EpochStats) -> None:
+    def on_epoch(self, trial: optuna.Trial, fold: Fold, stats: EpochStats) -> None:
         from mlflow.entities import Metric
 
         def log_epoch(run_id: str) -> None:
@@ -120,24 +122,26 @@ class MlflowObserver(TrialObserver):
                 "epoch_seconds": stats.seconds,
                 "images_per_sec": stats.images_per_sec,
             }
-            metrics = [Metric(f"fold{fold}/{k}", float(v), now, stats.epoch) for k, v in values.items()]
-            step = fold * self.max_epochs.get(trial.number, 0) + stats.epoch
+            metrics = [
+                Metric(f"fold{fold.number}/{k}", float(v), now, stats.epoch) for k, v in values.items()
+            ]
+            step = fold.index * self.max_epochs.get(trial.number, 0) + stats.epoch
             metrics.append(Metric("f1", float(stats.f1), now, step))
             self.client.log_batch(run_id, metrics=metrics)
 
         self._guard(trial, "logging an epoch", log_epoch)
 
-    def on_fold(self, trial: optuna.Trial, fold: int, result: FitResult) -> None:
+    def on_fold(self, trial: optuna.Trial, result: FoldResult) -> None:
         from mlflow.entities import Metric
 
         def log_fold(run_id: str) -> None:
-            now = _now_ms()
+            now, number, fit = _now_ms(), result.fold.number, result.fit
             self.client.log_batch(
                 run_id,
                 metrics=[
-                    Metric(f"fold{fold}/best_f1", result.best_f1, now, 0),
-                    Metric(f"fold{fold}/best_epoch", float(result.best_epoch), now, 0),
-                    Metric("fold_f1", result.best_f1, now, fold),
+                    Metric(f"fold{number}/best_f1", fit.best_f1, now, 0),
+                    Metric(f"fold{number}/best_epoch", float(fit.best_epoch), now, 0),
+                    Metric("fold_f1", fit.best_f1, now, number),
                 ],
             )
 
@@ -149,7 +153,7 @@ class MlflowObserver(TrialObserver):
         def log_end(run_id: str) -> None:
             if value is not None:
                 self.client.log_metric(run_id, "cv_f1", value)
-            std = trial.user_attrs.get("f1_std")
+            std = trial_record(trial).get("f1_std")
             if std is not None:
                 self.client.log_metric(run_id, "f1_std", float(std))
             self.client.set_tag(run_id, "foldtune.state", state.name.lower())

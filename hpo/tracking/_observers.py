@@ -13,7 +13,8 @@ import optuna
 from optuna.trial import TrialState
 
 from training.config import RunConfig
-from training.loop import EpochStats, FitResult
+from training.cv import Fold, FoldResult
+from training.loop import EpochStats
 
 __all__ = ["ObserverGroup", "TrialObserver"]
 
@@ -25,9 +26,9 @@ class TrialObserver:
 
     def on_trial_start(self, trial: optuna.Trial, config: RunConfig) -> None: ...
 
-    def on_epoch(self, trial: optuna.Trial, fold: int, stats: EpochStats) -> None: ...
+    def on_epoch(self, trial: optuna.Trial, fold: Fold, stats: EpochStats) -> None: ...
 
-    def on_fold(self, trial: optuna.Trial, fold: int, result: FitResult) -> None: ...
+    def on_fold(self, trial: optuna.Trial, result: FoldResult) -> None: ...
 
     def on_trial_end(
         self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None
@@ -53,8 +54,8 @@ class ObserverGroup(TrialObserver):
     def on_epoch(self, trial, fold, stats) -> None:
         self._each("on_epoch", trial, fold, stats)
 
-    def on_fold(self, trial, fold, result) -> None:
-        self._each("on_fold", trial, fold, result)
+    def on_fold(self, trial, result) -> None:
+        self._each("on_fold", trial, result)
 
     def on_trial_end(self, trial, state, value, reason) -> None:
         self._each("on_trial_end", trial, state, value, reason)

@@ -14,6 +14,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
+from hpo.optuna_compat import study_id, study_storage
 from hpo.study import StudySpec, build_pruner, build_sampler, study_lock
 from storage import open_storage
 
@@ -72,8 +73,8 @@ class BudgetedStudy(optuna.Study):
 
     def _count(self) -> tuple[int, int]:
         """(finished, running) from ONE read: with two, a trial finishing in between is counted in neither."""
-        trials = self._storage.get_all_trials(
-            self._study_id, deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)
+        trials = study_storage(self).get_all_trials(
+            study_id(self), deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)
         )
         finished = sum(t.state in _FINISHED for t in trials)
         return finished, len(trials) - finished

@@ -1,4 +1,4 @@
-"""The pruned, group-aware k-fold objective: one trial = sampled config -> ``fit`` per fold -> mean macro-F1.
+"""The pruned, group-aware k-fold objective: one trial = sampled config -> every fold -> mean macro-F1.
 
 Reporting follows the pruner. Epoch-level pruners get step ``fold * max_epochs + epoch``, so they compare
 the same fold and epoch across trials, and as value the F1 credited so far: the finished folds' F1
@@ -21,19 +21,19 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpo.errors import UserError
+from hpo.optuna_compat import stored_trial
+from hpo.records import Progress, write_trial
 from hpo.study import FOLD_LEVEL_PRUNERS, StudySpec
 from hpo.tracking import TrialObserver
 from storage import redact
 from training.batches import load_data
 from training.config import RunConfig, apply_overrides
-from training.folds import make_folds
-from training.loop import DivergedError, EpochStats, fit
+from training.cv import Fold, FoldResult, cross_validate, out_of_fold
+from training.loop import DivergedError, EpochStats
 from training.metrics import macro_f1
 
 __all__ = ["Objective", "root_trial_number"]
@@ -43,9 +43,7 @@ log = logging.getLogger(__name__)
 
 def root_trial_number(trial: optuna.Trial) -> int:
     """The first trial of a retry chain (heartbeat or interrupt), whose checkpoints a retry resumes."""
-    # Optuna 5 trials have no system_attrs; read the stored FrozenTrial instead.
-    frozen = trial.storage.get_trial(trial._trial_id)
-    return int(frozen.system_attrs.get("failed_trial", trial.number))
+    return int(stored_trial(trial).system_attrs.get("failed_trial", trial.number))
 
 
 class Objective:
@@ -71,25 +69,21 @@ class Objective:
         self.fold_level = spec.pruner in FOLD_LEVEL_PRUNERS
         self.observer = observer or TrialObserver()
         data = load_data(self.base.data)  # build or open the decoded cache once, before any trial
-        if data.table.fingerprint() != spec.data_fingerprint:
-            raise UserError(
-                f"data at {self.base.data.source} differs from the study's (fingerprint "
-                f"{data.table.fingerprint()} != {spec.data_fingerprint}); pass --data with the same dataset"
-            )
+        spec.check_data(data.table, self.base.data.source)
 
     def __call__(self, trial: optuna.Trial) -> float:
         # The base already holds the space's fixed values and the study's CLI overrides (--folds, --seed).
         config = apply_overrides(self.base, self.spec.space.sample(trial), where=f"trial {trial.number}")
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("device", self.device_label)
+        write_trial(
+            trial, {"config": config.to_dict(), "host": socket.gethostname(), "device": self.device_label}
+        )
         root = root_trial_number(trial)
         ckpt_dir = self.checkpoint_root / trial.study.study_name / f"trial-{root}"
         self.observer.on_trial_start(trial, config)
         try:
             value = self._run_folds(trial, config, ckpt_dir)
         except DivergedError as exc:
-            trial.set_user_attr("prune_reason", str(exc))
+            write_trial(trial, {"prune_reason": str(exc)})
             self._end(trial, ckpt_dir, TrialState.PRUNED, None, str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         except optuna.TrialPruned as exc:
@@ -116,88 +110,80 @@ class Objective:
 
     def _end(
         self, trial: optuna.Trial, ckpt_dir: Path, state: TrialState, value: float | None, reason: str | None
-    ):
+    ) -> None:
         """A finished trial needs its checkpoints no more (an interrupted one keeps them for its retry)."""
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         self.observer.on_trial_end(trial, state, value, reason)
 
     def _run_folds(self, trial: optuna.Trial, config: RunConfig, ckpt_dir: Path) -> float:
         data = load_data(config.data)
-        labels = data.table.labels
-        folds = make_folds(labels, data.table.groups, config.cv.folds, config.cv.seed)
         max_epochs = config.budget.max_epochs
-        fold_f1: list[float] = []
-        epochs: list[int] = []
-        best_epochs: list[int] = []  # what `hpo retrain --mode full` trains on all data for
-        seconds = images = 0.0
-        oof = np.zeros((len(labels), data.n_classes), dtype=np.float32)
+        done: list[FoldResult] = []
+        fold_best: dict[int, float] = {}  # fold index -> best epoch F1 so far
 
-        for k, (train_idx, val_idx) in enumerate(folds):
-            fold_best = 0.0
-
-            def on_epoch(stats: EpochStats, k: int = k) -> None:
-                nonlocal fold_best
-                trial.set_user_attr(
-                    "progress",
-                    {"fold": k + 1, "folds": len(folds), "epoch": stats.epoch, "epochs": max_epochs},
+        def on_epoch(fold: Fold, stats: EpochStats) -> None:
+            progress = Progress(fold=fold.number, folds=fold.count, epoch=stats.epoch, epochs=max_epochs)
+            write_trial(trial, {"progress": progress})
+            self.observer.on_epoch(trial, fold, stats)
+            if self.fold_level:
+                return
+            fold_best[fold.index] = max(fold_best.get(fold.index, 0.0), stats.f1)
+            credited = (sum(r.fit.best_f1 for r in done) + fold_best[fold.index]) / fold.count
+            trial.report(credited, fold.index * max_epochs + stats.epoch)
+            if trial.should_prune():
+                write_trial(trial, {"epochs": [*(len(r.fit.history) for r in done), stats.epoch]})
+                raise optuna.TrialPruned(
+                    f"pruned in fold {fold.number} epoch {stats.epoch}: F1 credited so far {credited:.4f} "
+                    "is below its peers"
                 )
-                self.observer.on_epoch(trial, k, stats)
-                if self.fold_level:
-                    return
-                fold_best = max(fold_best, stats.f1)
-                credited = (sum(fold_f1) + fold_best) / len(folds)
-                trial.report(credited, k * max_epochs + stats.epoch)
+
+        for result in cross_validate(config, data=data, on_epoch=on_epoch, checkpoint_dir=ckpt_dir):
+            done.append(result)
+            self.observer.on_fold(trial, result)
+            write_trial(
+                trial,
+                {
+                    "fold_f1": [r.fit.best_f1 for r in done],
+                    "epochs": [len(r.fit.history) for r in done],
+                    "best_epochs": [r.fit.best_epoch for r in done],
+                    "resumed_epochs": [r.fit.resumed_epochs for r in done],
+                },
+            )
+            if self.fold_level:
+                trial.report(result.fit.best_f1, result.fold.index)
                 if trial.should_prune():
-                    trial.set_user_attr("epochs", [*epochs, stats.epoch])
                     raise optuna.TrialPruned(
-                        f"pruned in fold {k + 1} epoch {stats.epoch}: F1 credited so far {credited:.4f} "
+                        f"pruned after fold {result.fold.number}: F1 {result.fit.best_f1:.4f} "
                         "is below its peers"
                     )
 
-            result = fit(
-                config,
-                train_idx,
-                val_idx,
-                on_epoch=on_epoch,
-                checkpoint_dir=ckpt_dir / f"fold-{k}",
-                data=data,
-            )
-            fold_f1.append(result.best_f1)
-            epochs.append(len(result.history))
-            best_epochs.append(result.best_epoch)
-            seconds += sum(h.seconds for h in result.history)
-            images += sum(h.images_per_sec * h.seconds for h in result.history)
-            oof[val_idx] = result.oof_probs
-            self.observer.on_fold(trial, k, result)
-            trial.set_user_attr("fold_f1", fold_f1)
-            trial.set_user_attr("epochs", epochs)
-            trial.set_user_attr("best_epochs", best_epochs)
-            if result.resumed_epochs:
-                trial.set_user_attr(f"resumed_epochs_fold_{k}", result.resumed_epochs)
-            if self.fold_level:
-                trial.report(result.best_f1, k)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(
-                        f"pruned after fold {k + 1}: F1 {result.best_f1:.4f} is below its peers"
-                    )
-
-        trial.set_user_attr("f1_std", statistics.pstdev(fold_f1))
-        trial.set_user_attr("seconds", round(seconds, 2))
-        trial.set_user_attr("images_per_sec", round(images / max(seconds, 1e-9), 1))
-        trial.set_user_attr("oof_f1", macro_f1(labels, oof.argmax(axis=1), data.n_classes))
+        fold_f1 = [r.fit.best_f1 for r in done]
+        history = [h for r in done for h in r.fit.history]
+        seconds = sum(h.seconds for h in history)
+        images = sum(h.images_per_sec * h.seconds for h in history)
+        oof = out_of_fold(done, len(data.table), data.n_classes)
+        write_trial(
+            trial,
+            {
+                "f1_std": statistics.pstdev(fold_f1),
+                "seconds": round(seconds, 2),
+                "images_per_sec": round(images / max(seconds, 1e-9), 1),
+                "oof_f1": macro_f1(data.table.labels, oof.argmax(axis=1), data.n_classes),
+            },
+        )
         return float(statistics.fmean(fold_f1))
 
 
 def _record_failure(trial: optuna.Trial, reason: str) -> str:
     reason = redact(reason)
     log.warning("trial %d failed: %s", trial.number, reason)
-    trial.set_user_attr("fail_reason", reason)
+    write_trial(trial, {"fail_reason": reason})
     return reason
 
 
 def _queue_retry(trial: optuna.Trial, root: int) -> None:
     """The same bookkeeping as Optuna's heartbeat retry, so both kinds of retry resume alike."""
-    frozen = trial.storage.get_trial(trial._trial_id)
+    frozen = stored_trial(trial)
     history = [*frozen.system_attrs.get("retry_history", []), trial.number]
     trial.study.add_trial(
         optuna.trial.create_trial(

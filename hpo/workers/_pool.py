@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 
 from hpo.errors import UserError
+from hpo.records import write_study
 from hpo.study import StudySpec, open_study, storage_url
 from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
 from hpo.workers._devices import Slot, parse_devices
@@ -55,7 +56,7 @@ def run_workers(
     _warm_cache(spec, data, on_cache)
     # Only now, with every input checked, does the worker change the study.
     if n_trials is not None:
-        study.set_user_attr("budget", n_trials)  # lets `hpo status` show an ETA
+        write_study(study, {"budget": n_trials})  # lets `hpo status` show an ETA
     deadline = time.time() + timeout if timeout else None
     checkpoints = str(Path(checkpoint_dir).resolve())
     ctx = mp.get_context("spawn")

@@ -1,0 +1,81 @@
+"""What foldtune keeps in Optuna's user attrs, with the key names defined once.
+
+The objective and the worker write a trial's record while it runs; ``hpo status``, ``hpo retrain``,
+tracking and the dashboard read it back. ``hpo study create`` and the workers write the study's.
+Values are JSON (Optuna stores attrs as JSON), so any process on any machine reads them alike.
+
+    >>> write_trial(trial, {"host": "gpu-3", "device": "cuda:0"})  # doctest: +SKIP
+    >>> trial_record(frozen).get("fold_f1", [])                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, cast
+
+import optuna
+from optuna.trial import FrozenTrial
+
+__all__ = [
+    "Progress",
+    "StudyRecord",
+    "TrialRecord",
+    "study_record",
+    "trial_record",
+    "write_study",
+    "write_trial",
+]
+
+
+class Progress(TypedDict):
+    """Where a running trial is: 1-based fold and epoch, and how many of each there are at most."""
+
+    fold: int
+    folds: int
+    epoch: int
+    epochs: int
+
+
+class TrialRecord(TypedDict, total=False):
+    """A trial's user attrs. Every key is optional: a trial holds what it got to before it ended."""
+
+    config: dict[str, Any]  # the resolved RunConfig (RunConfig.to_dict()): the trial can be re-run exactly
+    host: str  # machine (or pod) the trial ran on
+    device: str  # device label of the worker process: "cpu#0", "cuda:1"
+    progress: Progress  # updated every epoch while the trial runs
+    fold_f1: list[float]  # best-epoch macro-F1 of each finished fold, fold 1 first
+    epochs: list[int]  # epochs trained per fold (a pruned fold counts its epochs so far)
+    best_epochs: list[int]  # best epoch per finished fold: what `hpo retrain --mode full` trains for
+    resumed_epochs: list[int]  # per finished fold, epochs taken from an interrupted run's checkpoint
+    f1_std: float  # population std of fold_f1
+    seconds: float  # training + validation time over all folds
+    images_per_sec: float  # training throughput over all folds
+    oof_f1: float  # macro-F1 of the out-of-fold predictions of all folds together
+    fail_reason: str  # why the trial FAILED (redacted)
+    prune_reason: str  # why the trial was PRUNED
+
+
+class StudyRecord(TypedDict, total=False):
+    """A study's user attrs."""
+
+    foldtune: dict[str, Any]  # the StudySpec (hpo.study.StudySpec.to_dict())
+    artifact_store: str  # absolute directory of the trial plots (dashboard artifacts)
+    mlflow: dict[str, Any]  # where the study's runs go (hpo.tracking.StudyTracking), URI redacted
+    budget: int  # the study-wide number of finished trials the workers run to
+
+
+def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+    return cast(TrialRecord, trial.user_attrs)
+
+
+def study_record(study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:
+    return cast(StudyRecord, study.user_attrs)
+
+
+def write_trial(trial: optuna.Trial, record: TrialRecord) -> None:
+    for key, value in record.items():
+        trial.set_user_attr(key, value)
+
+
+def write_study(study: optuna.Study, record: StudyRecord) -> None:
+    for key, value in record.items():
+        study.set_user_attr(key, value)
