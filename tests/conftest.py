@@ -1,4 +1,5 @@
-"""Shared fixtures: the built-in sample dataset and a cut-down run config (tiny model, CPU, few epochs)."""
+"""Shared fixtures: a working directory, small datasets and a cut-down run config (tiny model, CPU, few
+epochs). Shared helpers that are not fixtures live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.datasets import make_csv_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -37,3 +40,19 @@ def tiny_config(sample_csv: Path, cache_dir: Path):
             "budget": {"max_epochs": 2, "batch_size": 64, "device": "cpu", "patience": None},
         }
     )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's own directory as CWD (``.hpo/``: cache, checkpoints, default storage land there),
+    with no study storage or MLflow server inherited from the environment."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("HPO_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def small_csv(workdir: Path) -> Path:
+    """4 classes x 12 images of 32 px in ``workdir/data``, with groups."""
+    return make_csv_dataset(workdir / "data", classes=("a", "b", "c", "d"), per_class=12, size=(32, 32))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["free_port", "mlflow_server"]
+from tests.helpers import free_port
+
+__all__ = ["mlflow_server"]
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 START_TIMEOUT_S = 240  # the server imports a lot; on a busy 2-core machine that takes a while
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

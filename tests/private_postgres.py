@@ -18,7 +18,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 __all__ = ["PrivatePostgres", "private_postgres"]
 
@@ -69,7 +70,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     data_dir = Path(tempfile.mkdtemp(prefix="ft_pg_"))  # under /tmp: the postgres user can reach it
     if os.geteuid() == 0:
         shutil.chown(data_dir, _OS_USER, _OS_USER)
-    server = PrivatePostgres(bindir, data_dir, _free_port())
+    server = PrivatePostgres(bindir, data_dir, free_port())
     try:
         _run([str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "--no-sync"])
         server.start()
@@ -91,12 +92,6 @@ def _bindir() -> Path:
     if os.environ.get("FOLDTUNE_TEST_REQUIRE_SERVERS") == "1":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(command: list[str]) -> None:

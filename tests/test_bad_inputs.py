@@ -5,7 +5,7 @@ exactly one line ``hpo: error: ...`` naming what is wrong, where (file, flag, ro
 fix it, no traceback, no password, and nothing half-created: the case runs in its own folder (also
 the working directory, where the default storage and caches go), and no file or folder may appear
 there unless the case names it. The search-space mistakes are listed in full in
-``tests/test_space.py`` (``BAD``); a few of them run here through the CLI.
+``tests/space_mistakes.py`` (``BAD``); a few of them run here through the CLI.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from hpo.models import Bundle, Member, save_bundle
 from hpo.study import create_study
 from tests.databases import admin_execute, database_url, fresh_storage_url, mariadb_user, unique_name
 from tests.datasets import make_csv_dataset
-from tests.mlflow_server import free_port
-from tests.test_space import BAD as SPACE_MISTAKES
+from tests.helpers import free_port
+from tests.space_mistakes import BAD as SPACE_MISTAKES
 from training.config import RunConfig
 from training.models import build_model, normalization
 
@@ -146,13 +146,12 @@ def csv_row_with_missing_image(env: Env) -> Bad:
 
 
 @case
-def csv_path_escaping_the_data_root(env: Env) -> Bad:
+def csv_path_to_a_missing_image_outside_the_data_root(env: Env) -> Bad:
     csv = make_csv_dataset(env.tmp / "d", per_class=4, size=(32, 32))
-    env.write("secret.png", "x")
-    csv.write_text(csv.read_text() + "../secret.png,a,g9\n")
+    csv.write_text(csv.read_text() + "../photos/gone.png,a,g9\n")
     return Bad(
         env.create("--space", str(env.space), "--data", str(csv)),
-        ("row 14", "'../secret.png' is outside", "give the path relative to it"),
+        ("row 14", "'../photos/gone.png' not found at", "fix the path or remove the row"),
     )
 
 

@@ -16,38 +16,14 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from typer.testing import CliRunner
 
-from hpo.cli import app
 from tests.datasets import make_csv_dataset
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HPO_STORAGE", raising=False)
-    return tmp_path
+from tests.helpers import assert_one_line_error, free_port, invoke
 
 
 @pytest.fixture
 def csv(workdir: Path) -> Path:
     return make_csv_dataset(workdir / "data", classes=("a", "b", "c"), per_class=8, size=(32, 32))
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hpo: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0]
-    return lines[0]
 
 
 def test_help_lists_every_command() -> None:
@@ -78,16 +54,10 @@ def test_study_create_reuse_and_conflict(workdir: Path, csv: Path) -> None:
     assert json.loads(status.stdout)["counts"] == {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_workers_through_the_grpc_proxy(workdir: Path, csv: Path) -> None:
     hpo = str(Path(sys.executable).parent / "hpo")
-    port = _free_port()
+    port = free_port()
     backend = f"sqlite:///{workdir / 'proxied.db'}"
     server = subprocess.Popen(
         [hpo, "storage", "serve", "--storage", backend, "--port", str(port)],

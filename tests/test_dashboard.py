@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -32,8 +31,8 @@ from hpo.workers import Objective, observers_for
 from storage import open_artifact_store, open_storage
 from tests.databases import fresh_storage_url
 from tests.datasets import make_csv_dataset
+from tests.helpers import HPO, run_hpo
 
-HPO = str(Path(sys.executable).parent / "hpo")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -56,12 +55,6 @@ params:
   optim.name: {type: categorical, choices: [sgd, adamw]}
   optim.lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}
 """
-
-
-def run_hpo(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([HPO, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return done
 
 
 def make_dataset(workdir: Path) -> tuple[Path, Path]:

@@ -25,14 +25,6 @@ runner = CliRunner()
 CLOSED = "127.0.0.1:1"  # nothing listens on port 1: connection refused at once
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HPO_STORAGE", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
-
-
 def doctor(*args: str) -> tuple[int, dict]:
     result = runner.invoke(app, ["doctor", *args, "--json"])
     assert "Traceback" not in result.output, result.output

@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import f1_score
-from typer.testing import CliRunner
 
-from hpo.cli import app
 from hpo.models import Bundle, Member, load_bundle, save_bundle
 from tests.datasets import make_mask_tree, mask_label, write_image
+from tests.helpers import assert_one_line_error, invoke
 from training.cache import decode_image
 from training.config import RunConfig
 from training.loop import predict_proba
 from training.models import build_model, normalization
 
-runner = CliRunner()
 CLASSES = tuple(str(c) for c in range(18))
 SIZES = (32, 48)  # two members at different input sizes: each must get its own preprocessing
 
@@ -53,25 +51,6 @@ def bundle_dir(members: list[Member], tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def mask_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mask_tree(tmp_path_factory.mktemp("data") / "mask", n_people=2, size=(40, 30), n_eval=7)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # the decoded-image cache lands in the test's .hpo/
-    return tmp_path
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hpo: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -203,10 +182,10 @@ def test_a_failure_midway_writes_nothing(workdir: Path, bundle_dir: Path) -> Non
     out = workdir / "submission.csv"
     out.write_text("previous,file\n")
     result = invoke("predict", "--model", str(bundle_dir), "--data", str(images), "--out", str(out))
-    one_line_error(result, "3.png", "cannot decode")
+    assert_one_line_error(result, "3.png", "cannot decode")
     assert out.read_text() == "previous,file\n"  # an older file is left as it was
     fresh = workdir / "new.csv"
     result = invoke("predict", "--model", str(bundle_dir), "--data", str(images), "--out", str(fresh))
-    one_line_error(result, "3.png")
+    assert_one_line_error(result, "3.png")
     assert not fresh.exists()
     assert not [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")]

@@ -11,15 +11,13 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from typer.testing import CliRunner
 
-from hpo.cli import app
 from hpo.errors import UserError
 from hpo.tracking import StudyTracking, requested_tracking_uri, resolve_tracking_uri
 from tests.datasets import make_csv_dataset
+from tests.helpers import assert_one_line_error, invoke
 from tests.mlflow_server import free_port
 
-runner = CliRunner()
 SPACE = """
 fixed: {model.name: test_resnet, data.image_size: 32, budget.max_epochs: 2, budget.patience: null,
         augment.preset: none, budget.batch_size: 32}
@@ -29,26 +27,16 @@ params:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for var in ("HPO_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(var, raising=False)
-    (tmp_path / "space.yaml").write_text(SPACE)
-    make_csv_dataset(tmp_path / "data", classes=("a", "b", "c"), per_class=8, size=(32, 32))
-    return tmp_path
+def workdir(workdir: Path) -> Path:
+    """The shared working directory, with this module's space and a small dataset in it."""
+    (workdir / "space.yaml").write_text(SPACE)
+    make_csv_dataset(workdir / "data", classes=("a", "b", "c"), per_class=8, size=(32, 32))
+    return workdir
 
 
 def create(*extra: str):
     args = ["study", "create", "s", "--space", "space.yaml", "--data", "data/labels.csv", "--folds", "2"]
-    return runner.invoke(app, [*args, "--pruner", "none", *extra])
-
-
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hpo: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    return invoke(*[*args, "--pruner", "none", *extra])
 
 
 def run_one_trial(storage: str) -> optuna.trial.FrozenTrial:
@@ -100,7 +88,7 @@ def test_local_store_parent_run_is_created_once_and_trials_nest_under_it(workdir
     again = create("--storage", storage, "--mlflow")
     assert again.exit_code == 0 and "reusing" in again.stdout
     assert optuna.load_study(study_name="s", storage=storage).user_attrs["mlflow"] == attrs
-    one_line_error(
+    assert_one_line_error(
         create("--storage", storage, "--tracking-uri", f"sqlite:///{workdir / 'other.db'}"),
         "already tracks to",
         "--tracking-uri",
@@ -128,12 +116,12 @@ def test_no_mlflow_and_unreachable_servers(workdir: Path) -> None:
     assert plain.exit_code == 0, plain.output
     assert "mlflow" not in optuna.load_study(study_name="s", storage=storage).user_attrs
     dead = f"http://127.0.0.1:{free_port()}"
-    one_line_error(
+    assert_one_line_error(
         create("--storage", storage, "--tracking-uri", dead), "unreachable", dead, "MLFLOW_TRACKING_URI"
     )
     assert "mlflow" not in optuna.load_study(study_name="s", storage=storage).user_attrs
-    one_line_error(
-        runner.invoke(app, ["retrain", "s", "--storage", storage, "--tracking-uri", dead]),
+    assert_one_line_error(
+        invoke(*["retrain", "s", "--storage", storage, "--tracking-uri", dead]),
         "no completed trials",
     )
 
