@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 CI_SCRIPT = (ROOT / ".ci" / "run").read_text()
 _SOURCES = [ROOT / "docker-compose.yml", ROOT / "Dockerfile", *ROOT.glob("*/**/*.py")]
+# deploy/: the manifests and the sbatch script (not foldtune.env, where a user keeps real credentials)
+_SOURCES += [p for p in (ROOT / "deploy").rglob("*") if p.is_file() and p.name != "foldtune.env"]
+_REPO_PATH = r"(benchmarks|tests|search_spaces|training|storage|hpo|docker|deploy)/[\w./-]*"
 SOURCE_TEXT = "\n".join(p.read_text() for p in _SOURCES if ".venv" not in p.parts and "tests" not in p.parts)
 
 
@@ -116,7 +119,7 @@ def test_files_it_mentions_exist_or_are_the_defaults() -> None:
     for span in inline_spans():
         if re.fullmatch(r"(\.hpo/)[\w./-]+", span) and span.split("/")[1].split("-")[0] not in SOURCE_TEXT:
             missing.append(span)  # a default location under .hpo/ the code never names
-        elif re.fullmatch(r"(benchmarks|tests|search_spaces|training|storage|hpo|docker)/[\w./-]*", span):
+        elif re.fullmatch(_REPO_PATH, span):
             if not (ROOT / span).exists():
                 missing.append(span)
         elif span in ("Dockerfile", "docker-compose.yml", "pyproject.toml") and not (ROOT / span).exists():
