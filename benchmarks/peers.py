@@ -25,6 +25,14 @@ there until the end (or never: a pick that scores well and then gives way to a w
 from when the curve is back). Goal: foldtune reaches it in <= 1/3 of the fastest other peer's time,
 with a final F1 within 0.005 of the best other peer's or above, in every seed.
 
+Evidence so far (2026-12-01, 2-core AMD EPYC, torch 2.14.1, ray 2.60.0, optuna 5.0.0): the --quick
+smoke run only, 1 seed, on a machine shared with other work (load average 5.5 rising to 10.5). Held-out
+F1 at 60 s: foldtune 0.903, Ray Tune 0.798, plain Optuna 0.903; foldtune got there at 49 s, plain Optuna
+at 25 s (ratio 1.96). First trial after 36 s for foldtune (`hpo study create`, then `hpo worker`, whose
+parent and each spawned child import torch, timm and albumentations before the cache opens), 33 s for Ray
+Tune (cluster start; a fresh worker process per trial) and 14 s for plain Optuna: at this budget the
+start-up decides. The 3-seed, 300 s run on an idle machine is still to be made.
+
     python -m benchmarks.peers                       # 300 s per run, 3 seeds, sample and sample-mask
     python -m benchmarks.peers --quick               # CPU-sized smoke run for `python -m benchmarks`
     python -m benchmarks.peers --data sample --seeds 0 --budget-s 120 --keep /tmp/peers

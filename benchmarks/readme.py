@@ -158,6 +158,7 @@ def _peers(payload: dict[str, Any], where: str) -> list[Row]:
         title = "foldtune vs " + " and ".join(_PEER_NAMES.get(p, p) for p in payload["args"]["peers"][1:])
         start = payload.get("loadavg", {}).get("start")
         load = "" if start is None else f", load average {start:.1f} at start"
+        quick = "--quick smoke run, " if payload.get("quick") else ""
         if "skipped" in data:
             rows.append((title, f"{where}, {name}", f"skipped: {data['skipped']}", goal_text, _met(None)))
             continue
@@ -177,8 +178,8 @@ def _peers(payload: dict[str, Any], where: str) -> list[Row]:
         rows.append(
             (
                 title,
-                f"{where}, {name} ({images['search']} search / {images['holdout']} held-out images), "
-                f"{payload['setup']}{load}",
+                f"{where}, {quick}{name} ({images['search']} search / {images['holdout']} held-out "
+                f"images), {payload['setup']}{load}",
                 f"time to the best final F1 (median): {times}, ratio {ratio_text}; held-out F1 {finals}; "
                 f"goal held in {s['seeds_goal_met']} of {len(s['seeds'])} seeds",
                 goal_text,
