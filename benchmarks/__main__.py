@@ -33,6 +33,7 @@ STAGES: list[list[tuple[str, list[str]]]] = [
     [("train_throughput", [])],
     [("storage_overhead", ["--quick"])],
     [("study_size", ["--quick"])],  # storage latency vs study size
+    [("peers", ["--quick"])],  # against Ray Tune and plain Optuna, in wall time: needs the [bench] extra
     [("pruning", ["--quick"]), ("search_quality", ["--quick"])],
 ]
 

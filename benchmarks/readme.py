@@ -144,6 +144,51 @@ def _search(payload: dict[str, Any], where: str) -> list[Row]:
     ]
 
 
+_PEER_NAMES = {"foldtune": "foldtune", "ray": "Ray Tune", "optuna": "plain Optuna"}
+
+
+def _peers(payload: dict[str, Any], where: str) -> list[Row]:
+    goal = payload["goal"]
+    goal_text = (
+        f"≤ {goal['ratio_at_most']:.2f}{TIMES} the fastest peer's time, "
+        f"F1 within {goal['f1_tol']:g} of the best peer's or above"
+    )
+    rows = []
+    for name, data in payload["datasets"].items():
+        title = "foldtune vs " + " and ".join(_PEER_NAMES.get(p, p) for p in payload["args"]["peers"][1:])
+        start = payload.get("loadavg", {}).get("start")
+        load = "" if start is None else f", load average {start:.1f} at start"
+        quick = "--quick smoke run, " if payload.get("quick") else ""
+        if "skipped" in data:
+            rows.append((title, f"{where}, {name}", f"skipped: {data['skipped']}", goal_text, _met(None)))
+            continue
+        s, images = data["summary"], data["images"]
+        peers = s["peers"]
+        times = " / ".join(
+            f"{_PEER_NAMES.get(p, p)} "
+            + ("never" if v["median_time_s"] is None else f"{v['median_time_s']:.0f} s")
+            for p, v in peers.items()
+        )
+        ratio = s["ratio_median"]
+        ratio_text = "never" if ratio is None else f"{'< ' if s['ratio_is_bound'] else ''}{ratio:.2f}{TIMES}"
+        finals = " / ".join(
+            "-" if v["final_f1"][0] is None else f"{v['final_f1'][0]:.3f} ± {v['final_f1'][1]:.3f}"
+            for v in peers.values()
+        )
+        rows.append(
+            (
+                title,
+                f"{where}, {quick}{name} ({images['search']} search / {images['holdout']} held-out "
+                f"images), {payload['setup']}{load}",
+                f"time to the best final F1 (median): {times}, ratio {ratio_text}; held-out F1 {finals}; "
+                f"goal held in {s['seeds_goal_met']} of {len(s['seeds'])} seeds",
+                goal_text,
+                _met(s["goal_met"]),
+            )
+        )
+    return rows
+
+
 # In table order; a result file belongs to the first name its file name starts with.
 SUMMARIZERS: dict[str, Summarizer] = {
     "train_throughput": _throughput,
@@ -151,6 +196,7 @@ SUMMARIZERS: dict[str, Summarizer] = {
     "study_size": _study_size,
     "pruning": _pruning,
     "search_quality": _search,
+    "peers": _peers,
 }
 
 
