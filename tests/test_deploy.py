@@ -27,10 +27,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from hpo.worker import STOP_GRACE_SECONDS
 from optuna.trial import TrialState
 
 from hpo.study import create_study
-from hpo.worker import STOP_GRACE_SECONDS
 from tests import test_hpo
 from tests.clis import command_clis, resolve
 from tests.test_compose import default_entrypoint

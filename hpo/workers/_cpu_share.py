@@ -100,7 +100,7 @@ class CpuShare(TrialObserver):
             )
             self._warned = True
         if torch.get_num_threads() != threads:
-            log.info("CPU share: %d thread(s) (%d cores, %d CPU trial processes)", threads, self.cores, members)
+            log.info("CPU share: %d threads, %d cores, %d CPU trial processes", threads, self.cores, members)
             torch.set_num_threads(threads)
         return threads
 
