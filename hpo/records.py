@@ -41,6 +41,7 @@ class TrialRecord(TypedDict, total=False):
     config: dict[str, Any]  # the resolved RunConfig (RunConfig.to_dict()): the trial can be re-run exactly
     host: str  # machine (or pod) the trial ran on
     device: str  # device label of the worker process: "cpu#0", "cuda:1"
+    worker: str  # the worker process, unique in the fleet: "host:pid/device"
     progress: Progress  # updated every epoch while the trial runs
     fold_f1: list[float]  # best-epoch macro-F1 of each finished fold, fold 1 first
     epochs: list[int]  # epochs trained per fold (a pruned fold counts its epochs so far)
@@ -49,6 +50,7 @@ class TrialRecord(TypedDict, total=False):
     f1_std: float  # population std of fold_f1
     seconds: float  # training + validation time over all folds
     images_per_sec: float  # training throughput over all folds
+    threads: int  # torch intra-op threads the trial ended with (CPU workers on a host share its cores)
     oof_f1: float  # macro-F1 of the out-of-fold predictions of all folds together
     fail_reason: str  # why the trial FAILED (redacted)
     prune_reason: str  # why the trial was PRUNED
@@ -61,6 +63,7 @@ class StudyRecord(TypedDict, total=False):
     artifact_store: str  # absolute directory of the trial plots (dashboard artifacts)
     mlflow: dict[str, Any]  # where the study's runs go (hpo.tracking.StudyTracking), URI redacted
     budget: int  # the study-wide number of finished trials the workers run to
+    workers: int  # worker processes that joined the study: the next one is number `workers`
 
 
 def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:

@@ -69,8 +69,7 @@ def test_median_pruner_stops_bad_trials_early(workdir: Path, small_csv: Path) ->
     space = write_space(workdir, epochs=4)
     url = f"sqlite:///{workdir / 'prune.db'}"
     create_study("prune", space=space, data=str(small_csv), storage=url, folds=2, pruner="median", seed=1)
-    codes = run_workers("prune", storage=url, devices="cpu", n_trials=10)
-    assert codes == [0]
+    assert run_workers("prune", storage=url, devices="cpu", n_trials=10).exit_codes == [0]
     trials = trials_of(url, "prune")
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -94,7 +93,7 @@ def test_wilcoxon_reports_one_value_per_fold(workdir: Path, small_csv: Path) -> 
     space = write_space(workdir, epochs=1)
     url = f"sqlite:///{workdir / 'wil.db'}"
     create_study("wil", space=space, data=str(small_csv), storage=url, folds=3, pruner="wilcoxon")
-    assert run_workers("wil", storage=url, devices="cpu", n_trials=3) == [0]
+    assert run_workers("wil", storage=url, devices="cpu", n_trials=3).exit_codes == [0]
     complete = [t for t in trials_of(url, "wil") if t.state == TrialState.COMPLETE]
     assert complete and all(set(t.intermediate_values) == {0, 1, 2} for t in complete)
     assert all(len(t.user_attrs["fold_f1"]) == 3 for t in complete)

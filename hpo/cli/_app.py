@@ -85,10 +85,15 @@ def main(
     ] = False,
 ) -> None:
     _settings["quiet"] = quiet_ and not verbose
+    # On a terminal, rich's handler (it shares the console with the progress bars); in logs (nohup,
+    # docker, Kubernetes), plain timestamped lines that nothing wraps.
+    handler = RichHandler(console=err, show_path=False) if err.is_terminal else logging.StreamHandler()
+    if not err.is_terminal:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.ERROR if quiet_ else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False)],
+        handlers=[handler],
         force=True,
     )
     import optuna

@@ -90,6 +90,8 @@ def retrain(
 
 
 def print_retrain(result) -> None:
+    for skipped, better in result.twins.items():
+        err.print(f"skipped trial {skipped}: same params as trial {better}", highlight=False)
     trials = ", ".join(map(str, result.trials))
     oof = f", out-of-fold {result.oof_f1:.4f}" if result.oof_f1 is not None else ""
     console.print(

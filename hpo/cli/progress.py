@@ -22,44 +22,94 @@ def finished_count(study) -> int:
 
 
 def with_trial_progress(name: str, storage: str | None, target: int | None, work: Callable) -> Any:
-    """Run ``work(on_poll, on_cache)`` under progress bars for data caching and finished trials.
+    """Run ``work(on_poll, on_cache, on_trial)`` while showing how the study goes.
 
-    The bars appear with the first report and vanish when the work fails, so input errors stay one line.
+    On a terminal: progress bars, which appear with the first report and vanish when the work fails,
+    so input errors stay one line. Without one (nohup, docker logs, Kubernetes): one line per trial
+    the workers end, as they end. ``--quiet``: nothing.
     """
-    from hpo.study import open_study, study_status
+    from hpo.study import open_study
 
     study, _ = open_study(name, storage)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    progress = Progress(*columns, console=err, transient=False, disable=quiet())
-    cache_task = progress.add_task("decoding images", total=None, visible=False)
-    trials_task = progress.add_task("trials", total=target)
-    last = [0.0]
+    if quiet():
+        return work(lambda: None, lambda done, total: None, None)
+    reporter = _Bars(study, target) if err.is_terminal else _Lines()
+    try:
+        result = work(reporter.poll, reporter.cache, reporter.trial)
+        reporter.poll(force=True)
+    except BaseException:
+        reporter.abort()
+        raise
+    finally:
+        reporter.close()
+    return result
 
-    def on_cache(done: int, total: int) -> None:
-        progress.start()
-        progress.update(cache_task, completed=done, total=total, visible=True)
 
-    def on_poll() -> None:
-        if time.time() - last[0] < 1.0:
+class _Bars:
+    """Rich progress bars for the image cache and the finished trials."""
+
+    trial = None  # the bars show trials; no line each
+
+    def __init__(self, study, target: int | None) -> None:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.study = study
+        self.progress = Progress(*columns, console=err, transient=False)
+        self.cache_task = self.progress.add_task("decoding images", total=None, visible=False)
+        self.trials_task = self.progress.add_task("trials", total=target)
+        self.last = 0.0
+
+    def cache(self, done: int, total: int) -> None:
+        self.progress.start()
+        self.progress.update(self.cache_task, completed=done, total=total, visible=True)
+
+    def poll(self, *, force: bool = False) -> None:
+        from hpo.study import study_status
+
+        if not force and time.time() - self.last < 1.0:
             return
-        progress.start()
-        last[0] = time.time()
-        s = study_status(study)
+        self.progress.start()
+        self.last = time.time()
+        s = study_status(self.study)
         best = f"best {s.best_value:.4f}" if s.best_value is not None else "no result yet"
         running = "; ".join(f"#{r.number} {r.progress}" for r in s.running)
         done = s.counts.get("complete", 0) + s.counts.get("pruned", 0)
-        progress.update(trials_task, completed=done, description=f"trials ({best}) {running}")
+        self.progress.update(self.trials_task, completed=done, description=f"trials ({best}) {running}")
 
-    try:
-        result = work(on_poll, on_cache)
-        last[0] = 0.0
-        on_poll()
-    except BaseException:
-        progress.live.transient = True  # a failed run leaves its one error line, not half-drawn bars
-        raise
-    finally:
-        progress.stop()
-    return result
+    def abort(self) -> None:
+        self.progress.live.transient = True  # a failed run leaves its one error line, not half-drawn bars
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class _Lines:
+    """Plain lines for logs without a terminal: the cache build, then each trial as a worker ends it."""
+
+    def __init__(self) -> None:
+        self.cache_started: float | None = None
+
+    def cache(self, done: int, total: int) -> None:
+        if self.cache_started is None:
+            self.cache_started = time.time()
+            _line(f"decoding {total} images into the shared cache")
+        elif done == total:
+            _line(f"decoded {total} images in {time.time() - self.cache_started:.0f} s")
+
+    def trial(self, line: str) -> None:
+        _line(line)
+
+    def poll(self, *, force: bool = False) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _line(text: str) -> None:
+    err.print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_status(name: str, storage: str | None, *, as_json: bool = False):
@@ -85,9 +135,9 @@ def print_status(name: str, storage: str | None, *, as_json: bool = False):
             best.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
         console.print(best)
     if s.running:
-        running = Table("trial", "host", "device", "elapsed", "progress", title="running")
+        running = Table("trial", "worker", "elapsed", "progress", title="running")
         for r in s.running:
-            running.add_row(str(r.number), r.host, r.device, f"{r.elapsed_s:.0f} s", r.progress)
+            running.add_row(str(r.number), r.worker, f"{r.elapsed_s:.0f} s", r.progress)
         console.print(running)
     if s.mean_trial_s is not None:
         eta = f"; ETA {s.eta_s:.0f} s to the budget" if s.eta_s else ""

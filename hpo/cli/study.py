@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated
 
@@ -101,15 +102,22 @@ def worker(
             "is failed and retried by another worker.",
         ),
     ] = 30,
+    max_failures: Annotated[
+        int,
+        typer.Option(
+            help="Stop after this many failed trials in a row (on this worker, or the study's last ones "
+            "on any worker since it started), printing the reason; 0 never stops.",
+        ),
+    ] = 3,
 ) -> None:
     """Pull trials from a study, one process per device, until the budget or timeout."""
     from hpo.workers import run_workers
 
-    codes = with_trial_progress(
+    result = with_trial_progress(
         name,
         storage,
         n_trials,
-        lambda on_poll, on_cache: run_workers(
+        lambda on_poll, on_cache, on_trial: run_workers(
             name,
             storage=storage,
             devices=devices,
@@ -118,13 +126,26 @@ def worker(
             data=data,
             checkpoint_dir=checkpoint_dir,
             heartbeat=heartbeat,
+            max_failures=max_failures,
             on_poll=on_poll,
             on_cache=on_cache,
+            on_trial=on_trial,
         ),
     )
     print_status(name, storage)
-    if any(code != 0 for code in codes):
-        err.print(f"[red]worker processes exited with codes {codes}[/]")
+    exit_on_stopped_workers(result)
+
+
+def exit_on_stopped_workers(result) -> None:
+    """Workers that stopped on failures: the reason once, in one line; exit 1."""
+    if result.stopped:
+        reason = " ".join(result.stopped[0].split())
+        n = len(result.stopped) - 1
+        more = f"; {n} more worker(s) stopped too" if n else ""
+        sys.stderr.write(f"hpo: error: {reason}{more}; fix the cause and run the worker again\n")
+    if not result.ok:
+        if not result.stopped:
+            err.print(f"[red]worker processes exited with codes {result.exit_codes}[/]")
         raise typer.Exit(1)
 
 
@@ -180,15 +201,22 @@ def run(
     devices = "auto" if gpu_count() else f"cpu:{workers}"
     console.print(f"study [bold]{study}[/] in {redact(url)}: {n_trials} trials on {devices}")
     started = time.time()
-    with_trial_progress(
+    result = with_trial_progress(
         study,
         url,
         target,
-        lambda on_poll, on_cache: run_workers(
-            study, storage=url, devices=devices, n_trials=target, on_poll=on_poll, on_cache=on_cache
+        lambda on_poll, on_cache, on_trial: run_workers(
+            study,
+            storage=url,
+            devices=devices,
+            n_trials=target,
+            on_poll=on_poll,
+            on_cache=on_cache,
+            on_trial=on_trial,
         ),
     )
     summary = print_status(study, url)
+    exit_on_stopped_workers(result)
     best = summary.best_value
     console.print(
         f"\nbest macro-F1: [bold green]{best:.4f}[/] (trial {summary.best_number})"

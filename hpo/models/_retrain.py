@@ -74,6 +74,7 @@ class RetrainResult:
     tracking_uri: str  # redacted
     n_members: int
     artifacts: list[str] = field(default_factory=list)
+    twins: dict[int, int] = field(default_factory=dict)  # skipped trial -> the better trial with its params
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,14 @@ class _Retrained:
     history: dict[int, list[EpochStats]]  # fold index -> epochs
 
 
-def select_trials(study: optuna.Study, *, top_k: int = 1, trial: int | None = None) -> list[FrozenTrial]:
-    """The ``top_k`` best complete trials, or trial number ``trial``; each must hold its config."""
+def select_trials(
+    study: optuna.Study, *, top_k: int = 1, trial: int | None = None, twins: dict[int, int] | None = None
+) -> list[FrozenTrial]:
+    """The ``top_k`` best complete trials with distinct params, or trial number ``trial``.
+
+    A trial whose params repeat a better one's would only add a copy to the ensemble: it is skipped,
+    and noted in ``twins`` (skipped trial -> the better one).
+    """
     if trial is not None:
         found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not found:
@@ -122,7 +129,16 @@ def select_trials(study: optuna.Study, *, top_k: int = 1, trial: int | None = No
                 f"study '{study.study_name}' has no completed trials yet; run "
                 f"`hpo worker {study.study_name}` until one completes, then retrain"
             )
-        chosen = sorted(complete, key=lambda t: (-(t.value or 0.0), t.number))[:top_k]
+        chosen, seen = [], {}
+        for t in sorted(complete, key=lambda t: (-(t.value or 0.0), t.number)):
+            key = repr(sorted(t.params.items()))
+            if key in seen:
+                if twins is not None and len(chosen) < top_k:
+                    twins[t.number] = seen[key]
+                continue
+            seen[key] = t.number
+            if len(chosen) < top_k:
+                chosen.append(t)
     for t in chosen:
         if "config" not in trial_record(t):
             raise UserError(
@@ -157,7 +173,10 @@ def retrain(
         raise UserError(f"--mode: unknown '{mode}'; use one of: {', '.join(MODES)}")
     url = storage_url(storage)
     study, spec = open_study(name, url)
-    trials = select_trials(study, top_k=top_k, trial=trial)
+    twins: dict[int, int] = {}
+    trials = select_trials(study, top_k=top_k, trial=trial, twins=twins)
+    for skipped, better in twins.items():
+        log.info("trial %d skipped: its params repeat trial %d's", skipped, better)
     target = _target(study, tracking_uri)  # fails fast, before any training, when MLflow is unreachable
     configs = [_trial_config(t, spec, data=data, device=device) for t in trials]
     numbers = [t.number for t in trials]
@@ -220,6 +239,7 @@ def retrain(
         tracking_uri=redact(target.uri),
         n_members=len(bundle.members),
         artifacts=artifacts,
+        twins=twins,
     )
 
 

@@ -20,6 +20,7 @@ class RunningTrial:
     number: int
     host: str
     device: str
+    worker: str  # host:pid/device
     elapsed_s: float
     progress: str
 
@@ -60,6 +61,7 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
             number=t.number,
             host=str(trial_record(t).get("host", "?")),
             device=str(trial_record(t).get("device", "?")),
+            worker=str(trial_record(t).get("worker", "?")),
             elapsed_s=(now - t.datetime_start).total_seconds() if t.datetime_start else 0.0,
             progress=_progress_text(trial_record(t).get("progress")),
         )

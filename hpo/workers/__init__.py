@@ -10,7 +10,7 @@ from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
 from hpo.workers._devices import Slot, gpu_count, parse_devices
 from hpo.workers._objective import Objective, root_trial_number
 from hpo.workers._observers import observers_for
-from hpo.workers._pool import STOP_GRACE_SECONDS, run_workers
+from hpo.workers._pool import STOP_GRACE_SECONDS, PoolResult, pull_trials, run_workers
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -18,10 +18,12 @@ __all__ = [
     "BudgetReached",
     "BudgetedStudy",
     "Objective",
+    "PoolResult",
     "Slot",
     "gpu_count",
     "observers_for",
     "parse_devices",
+    "pull_trials",
     "root_trial_number",
     "run_workers",
 ]

@@ -8,14 +8,16 @@ with ``--n-trials 12`` end with exactly 12 finished trials.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import warnings
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.optuna_compat import study_id, study_storage
 from hpo.study import StudySpec, build_pruner, build_sampler, study_lock
+from hpo.workers._failures import DEFAULT_MAX_FAILURES, WorkerStopped, study_streak
 from storage import open_storage
 
 __all__ = ["HEARTBEAT_SECONDS", "BudgetReached", "BudgetedStudy"]
@@ -29,7 +31,8 @@ class BudgetReached(Exception):
 
 
 class BudgetedStudy(optuna.Study):
-    """A Study whose ``ask`` enforces the study-wide trial budget across processes and machines."""
+    """A Study whose ``ask`` enforces the study-wide trial budget across processes and machines, and
+    stops the worker (:class:`WorkerStopped`) when the study's last ``max_failures`` trials all failed."""
 
     def __init__(
         self,
@@ -42,6 +45,8 @@ class BudgetedStudy(optuna.Study):
         seed: int,
         poll_seconds: float = 1.0,
         heartbeat: int = HEARTBEAT_SECONDS,
+        max_failures: int = DEFAULT_MAX_FAILURES,
+        since: dt.datetime | None = None,
     ) -> None:
         super().__init__(
             study_name=name,
@@ -52,15 +57,22 @@ class BudgetedStudy(optuna.Study):
             ),
         )
         self._url, self._n_trials, self._deadline, self._poll = url, n_trials, deadline, poll_seconds
+        self._max_failures = max_failures
+        # Failures before the worker pool started are not its concern.
+        self._started = since or dt.datetime.now()
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
         while True:
             if self._deadline is not None and time.time() >= self._deadline:
                 raise BudgetReached("time is up")
             if self._n_trials is None:
+                self._stop_on_failures(self._trials())
                 return super().ask(fixed_distributions)
             with study_lock(self._url, f"budget:{self.study_name}"):
-                finished, running = self._count()
+                trials = self._trials()
+                self._stop_on_failures(trials)
+                finished = sum(t.state in _FINISHED for t in trials)
+                running = sum(t.state == TrialState.RUNNING for t in trials)
                 if finished >= self._n_trials:
                     raise BudgetReached(f"{finished} trials finished")
                 if finished + running < self._n_trials:
@@ -71,10 +83,13 @@ class BudgetedStudy(optuna.Study):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self)
 
-    def _count(self) -> tuple[int, int]:
-        """(finished, running) from ONE read: with two, a trial finishing in between is counted in neither."""
-        trials = study_storage(self).get_all_trials(
-            study_id(self), deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)
+    def _trials(self) -> list[FrozenTrial]:
+        """Finished, failed and running trials in ONE read: with two, a trial finishing in between would
+        be counted in neither."""
+        return study_storage(self).get_all_trials(
+            study_id(self), deepcopy=False, states=(*_FINISHED, TrialState.FAIL, TrialState.RUNNING)
         )
-        finished = sum(t.state in _FINISHED for t in trials)
-        return finished, len(trials) - finished
+
+    def _stop_on_failures(self, trials: list[FrozenTrial]) -> None:
+        if (reason := study_streak(trials, limit=self._max_failures, since=self._started)) is not None:
+            raise WorkerStopped(reason)

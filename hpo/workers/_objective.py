@@ -15,6 +15,7 @@ KeyboardInterrupt (SIGTERM/Ctrl-C) -> FAIL plus a queued retry that resumes from
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import statistics
@@ -29,6 +30,7 @@ from hpo.optuna_compat import stored_trial
 from hpo.records import Progress, write_trial
 from hpo.study import FOLD_LEVEL_PRUNERS, StudySpec
 from hpo.tracking import TrialObserver
+from hpo.workers._failures import FailureLog
 from storage import redact
 from training.batches import load_data
 from training.config import RunConfig, apply_overrides
@@ -57,7 +59,9 @@ class Objective:
         checkpoint_root: str | Path,
         data_source: str | None = None,
         device_label: str | None = None,
+        worker: str | None = None,
         observer: TrialObserver | None = None,
+        failure_log: FailureLog | None = None,
     ) -> None:
         overrides: dict[str, Any] = {"budget.device": device}
         if data_source:
@@ -66,6 +70,8 @@ class Objective:
         self.base = apply_overrides(spec.base, overrides, where="worker")
         self.checkpoint_root = Path(checkpoint_root)
         self.device_label = device_label or device
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}/{self.device_label}"
+        self.failure_log = failure_log or FailureLog()
         self.fold_level = spec.pruner in FOLD_LEVEL_PRUNERS
         self.observer = observer or TrialObserver()
         data = load_data(self.base.data)  # build or open the decoded cache once, before any trial
@@ -75,7 +81,13 @@ class Objective:
         # The base already holds the space's fixed values and the study's CLI overrides (--folds, --seed).
         config = apply_overrides(self.base, self.spec.space.sample(trial), where=f"trial {trial.number}")
         write_trial(
-            trial, {"config": config.to_dict(), "host": socket.gethostname(), "device": self.device_label}
+            trial,
+            {
+                "config": config.to_dict(),
+                "host": socket.gethostname(),
+                "device": self.device_label,
+                "worker": self.worker,
+            },
         )
         root = root_trial_number(trial)
         ckpt_dir = self.checkpoint_root / trial.study.study_name / f"trial-{root}"
@@ -87,6 +99,7 @@ class Objective:
             self._end(trial, ckpt_dir, TrialState.PRUNED, None, str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         except optuna.TrialPruned as exc:
+            write_trial(trial, {"prune_reason": str(exc)})
             self._end(trial, ckpt_dir, TrialState.PRUNED, None, str(exc))
             raise
         except KeyboardInterrupt:
@@ -95,18 +108,25 @@ class Objective:
             self.observer.on_trial_end(trial, TrialState.FAIL, None, "interrupted; queued for retry")
             raise
         except torch.OutOfMemoryError as exc:
-            reason = _record_failure(
-                trial, f"out of memory: {exc}; lower budget.batch_size or data.image_size"
+            reason = self._record_failure(
+                trial, exc, f"out of memory: {exc}; lower budget.batch_size or data.image_size"
             )
             torch.cuda.empty_cache()
             self._end(trial, ckpt_dir, TrialState.FAIL, None, reason)
             raise
         except Exception as exc:
-            reason = _record_failure(trial, f"{type(exc).__name__}: {exc}")
+            reason = self._record_failure(trial, exc, f"{type(exc).__name__}: {exc}")
             self._end(trial, ckpt_dir, TrialState.FAIL, None, reason)
             raise
         self._end(trial, ckpt_dir, TrialState.COMPLETE, value, None)
         return value
+
+    def _record_failure(self, trial: optuna.Trial, exc: Exception, reason: str) -> str:
+        """Keep the reason with the trial, and log the failure (a traceback per distinct kind)."""
+        reason = redact(reason)
+        write_trial(trial, {"fail_reason": reason})
+        self.failure_log(trial.number, exc, reason)
+        return reason
 
     def _end(
         self, trial: optuna.Trial, ckpt_dir: Path, state: TrialState, value: float | None, reason: str | None
@@ -168,17 +188,11 @@ class Objective:
                 "f1_std": statistics.pstdev(fold_f1),
                 "seconds": round(seconds, 2),
                 "images_per_sec": round(images / max(seconds, 1e-9), 1),
+                "threads": torch.get_num_threads(),
                 "oof_f1": macro_f1(data.table.labels, oof.argmax(axis=1), data.n_classes),
             },
         )
         return float(statistics.fmean(fold_f1))
-
-
-def _record_failure(trial: optuna.Trial, reason: str) -> str:
-    reason = redact(reason)
-    log.warning("trial %d failed: %s", trial.number, reason)
-    write_trial(trial, {"fail_reason": reason})
-    return reason
 
 
 def _queue_retry(trial: optuna.Trial, root: int) -> None:

@@ -1,31 +1,61 @@
 """The worker pool: one process per device, each pulling trials with ``study.optimize`` until the
-study-wide budget (``hpo.workers._budget``) is met; SIGTERM hands running trials back for retry."""
+study-wide budget (``hpo.workers._budget``) is met; SIGTERM hands running trials back for retry.
+
+Every worker process joins the study with a number drawn under the storage lock, so each samples
+from its own seed (two processes on one host, or containers sharing a hostname, never propose twin
+trials) and is named ``host:pid/device`` in trial attrs and ``hpo status``. A worker whose trials
+keep failing stops with the reason (``hpo.workers._failures``); CPU worker processes on one host
+split its cores (``hpo.workers._cpu_share``).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
+import tempfile
 import time
-import zlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import UserError
-from hpo.records import write_study
-from hpo.study import StudySpec, open_study, storage_url
+from hpo.records import study_record, trial_record, write_study
+from hpo.study import StudySpec, artifact_location, open_study, storage_url, study_lock
 from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
 from hpo.workers._devices import Slot, parse_devices
+from hpo.workers._failures import (
+    DEFAULT_MAX_FAILURES,
+    FailureLog,
+    FailureStreak,
+    WorkerStopped,
+    quiet_optuna_failures,
+)
+from storage import normalize_url, redact
 
-__all__ = ["STOP_GRACE_SECONDS", "run_workers"]
+__all__ = ["STOP_GRACE_SECONDS", "PoolResult", "pull_trials", "run_workers"]
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 60  # after SIGTERM, how long children get to hand their trial back
+_STOPPED_EXIT = 3  # a worker process that stopped because its trials kept failing
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    exit_codes: list[int]  # one per worker process
+    stopped: list[str] = field(default_factory=list)  # why workers stopped on failures, one line each
+
+    @property
+    def ok(self) -> bool:
+        return all(code == 0 for code in self.exit_codes)
 
 
 def run_workers(
@@ -38,43 +68,59 @@ def run_workers(
     data: str | None = None,
     checkpoint_dir: str = ".hpo/checkpoints",
     heartbeat: int = HEARTBEAT_SECONDS,
+    max_failures: int = DEFAULT_MAX_FAILURES,
     on_poll: Callable[[], None] | None = None,
     on_cache: Callable[[int, int], None] | None = None,
-) -> list[int]:
-    """Run one worker process per device slot until the budget or timeout; returns their exit codes."""
+    on_trial: Callable[[str], None] | None = None,
+) -> PoolResult:
+    """Run one worker process per device slot until the budget or timeout.
+
+    ``on_poll()`` is called about twice a second, ``on_cache(done, total)`` while images are decoded,
+    ``on_trial(line)`` with one line for each trial a worker process of this pool ends.
+    """
     if n_trials is not None and n_trials < 1:
         raise UserError(f"--n-trials: {n_trials} must be at least 1")
     if timeout is not None and timeout <= 0:
         raise UserError(f"--timeout: {timeout} must be a positive number of seconds")
     if heartbeat < 1:
         raise UserError(f"--heartbeat: {heartbeat} must be at least 1 second")
+    if max_failures < 0:
+        raise UserError(f"--max-failures: {max_failures} must be 0 (never stop) or more")
     slots = parse_devices(devices)
     url = storage_url(storage)
-    study, spec = open_study(
-        name, url
-    )  # fail here, once, if the study is missing; also creates the schema once
+    study, spec = open_study(name, url)  # fail here, once, if the study is missing; creates the schema
+    checkpoints = _writable(Path(checkpoint_dir).resolve(), "--checkpoint-dir", "a writable directory")
+    if (plots := artifact_location(study)) is not None:
+        _writable(
+            Path(plots), f"study '{name}' keeps its trial plots in", "make it writable or mount it here"
+        )
     _warm_cache(spec, data, on_cache)
     # Only now, with every input checked, does the worker change the study.
     if n_trials is not None:
         write_study(study, {"budget": n_trials})  # lets `hpo status` show an ETA
-    deadline = time.time() + timeout if timeout else None
-    checkpoints = str(Path(checkpoint_dir).resolve())
+    started = time.time()
+    deadline = started + timeout if timeout else None
     ctx = mp.get_context("spawn")
+    events = ctx.SimpleQueue()  # children -> this process: first tracebacks of failures, stop reasons
+    level = logging.getLogger("hpo").getEffectiveLevel()
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(rank, slot, name, url, n_trials, deadline, data, checkpoints, heartbeat),
+            args=(slot, name, url, n_trials, deadline, data, str(checkpoints), heartbeat, max_failures),
+            kwargs={"events": events, "log_level": level, "started": started},
             name=f"hpo-worker-{slot.label}",
         )
-        for rank, slot in enumerate(slots)
+        for slot in slots
     ]
     for proc in procs:
         proc.start()
     stop = _forward_stop_signals(procs)
+    relay = _Relay(events, on_trial)
     try:
         while any(p.is_alive() for p in procs):
             for proc in procs:
                 proc.join(timeout=0.5 / len(procs))
+            relay.drain()
             if on_poll is not None:
                 on_poll()
             if stop["at"] is not None and time.time() - stop["at"] > STOP_GRACE_SECONDS:
@@ -82,26 +128,65 @@ def run_workers(
                     proc.kill()
     finally:
         stop["restore"]()
-    return [p.exitcode if p.exitcode is not None else -1 for p in procs]
+    relay.drain()
+    return PoolResult([p.exitcode if p.exitcode is not None else -1 for p in procs], relay.stopped)
+
+
+class _Relay:
+    """What the children report: each kind of failure's traceback shown once for the whole pool."""
+
+    def __init__(self, events, on_trial: Callable[[str], None] | None) -> None:
+        self.events = events
+        self.on_trial = on_trial
+        self.shown: set[str] = set()
+        self.stopped: list[str] = []
+
+    def drain(self) -> None:
+        while not self.events.empty():
+            kind, *payload = self.events.get()
+            if kind == "stopped":
+                self.stopped.append(payload[0])
+            elif kind == "trial" and self.on_trial is not None:
+                self.on_trial(payload[0])
+            elif kind == "failure" and payload[0] not in self.shown:
+                self.shown.add(payload[0])
+                log.warning("%s", payload[1])
+
+
+def _writable(directory: Path, what: str, fix: str) -> Path:
+    """Fail before the first trial, not in every trial, when ``directory`` cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror or exc
+        raise UserError(f"{what} {directory}: cannot write there ({reason}); {fix}") from None
+    return directory
 
 
 def _warm_cache(spec: StudySpec, data: str | None, progress: Callable[[int, int], None] | None) -> None:
-    """Decode the images once here rather than in every worker process at the same time."""
-    from training.batches import load_data
+    """Decode the images once here rather than in every worker process at the same time.
+
+    Only PIL and numpy: the pool process of a CPU worker never imports torch.
+    """
+    from training.cache import load_images
     from training.config import apply_overrides
+    from training.data import load_table
 
     cfg = apply_overrides(spec.base, {"data.source": data}, where="--data").data if data else spec.base.data
-    load_data(cfg, progress=progress)
+    load_images(load_table(cfg.source, cfg.format), cfg.image_size, cfg.cache_dir, progress=progress)
 
 
 def _forward_stop_signals(procs: list[mp.Process]) -> dict:
-    """SIGTERM/SIGINT to the pool: pass SIGTERM to every child and give them a bounded grace period."""
+    """SIGTERM/SIGINT to the pool: pass SIGTERM to every child once and give them a bounded grace period."""
     state: dict = {"at": None}
 
     def handler(signum, frame) -> None:
-        if state["at"] is None:
-            state["at"] = time.time()
-            log.warning("stopping: running trials are handed back for retry")
+        if state["at"] is not None:
+            return  # a child hands its trial back once; a second signal would cut that short
+        state["at"] = time.time()
+        log.warning("stopping: running trials are handed back for retry")
         for proc in procs:
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -116,12 +201,23 @@ def _forward_stop_signals(procs: list[mp.Process]) -> dict:
     return state
 
 
-def _raise_interrupt(signum, frame) -> None:
+def _interrupt_once(signum, frame) -> None:
+    """The first SIGTERM interrupts the trial (it is handed back); later ones must not cut that short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
+def _join(study: optuna.Study, url: str) -> int:
+    """This worker's number in the study's fleet, drawn under the storage lock (0, 1, 2, ...)."""
+    if normalize_url(url).startswith("grpc://"):  # a proxy offers no lock: a random number is as distinct
+        return int.from_bytes(os.urandom(4), "big")
+    with study_lock(url, f"workers:{study.study_name}"):
+        number = int(study_record(study).get("workers", 0))
+        write_study(study, {"workers": number + 1})
+    return number
+
+
 def _worker_main(
-    rank: int,
     slot: Slot,
     name: str,
     url: str,
@@ -130,35 +226,156 @@ def _worker_main(
     data: str | None,
     checkpoint_dir: str,
     heartbeat: int,
+    max_failures: int,
+    *,
+    events,
+    log_level: int = logging.WARNING,
+    started: float | None = None,
 ) -> None:
+    """A spawned worker process: set it up, then pull trials; exit 3 when its trials keep failing."""
     os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible  # before torch initializes CUDA
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    _child_logging(log_level)
+    failures = FailureLog(emit=lambda key, text: events.put(("failure", key, text)))
+    try:
+        pull_trials(
+            slot,
+            name,
+            url,
+            n_trials,
+            deadline,
+            data,
+            checkpoint_dir,
+            heartbeat,
+            max_failures,
+            failures=failures,
+            started=started,
+            on_trial=lambda line: events.put(("trial", line)),
+        )
+    except WorkerStopped as exc:
+        events.put(("stopped", str(exc)))
+        sys.exit(_STOPPED_EXIT)
+
+
+def pull_trials(
+    slot: Slot,
+    name: str,
+    url: str,
+    n_trials: int | None,
+    deadline: float | None,
+    data: str | None,
+    checkpoint_dir: str,
+    heartbeat: int,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    *,
+    failures: FailureLog | None = None,
+    started: float | None = None,
+    on_trial: Callable[[str], None] | None = None,
+) -> None:
+    """What one worker process does: join the study, then run trials until the budget or the deadline.
+
+    Raises:
+        WorkerStopped: trials keep failing; the message says which and why.
+    """
     import torch
 
+    from hpo.tracking import ObserverGroup
+    from hpo.workers._cpu_share import CpuShare
     from hpo.workers._objective import Objective
     from hpo.workers._observers import observers_for
 
-    torch.set_num_threads(slot.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    host = socket.gethostname()
-    study, spec = open_study(name, url)
-    # Distinct, reproducible seeds per process and host, so parallel workers do not propose twins.
-    seed = spec.seed * 10_007 + rank + zlib.crc32(host.encode()) % 1000
-    budgeted = BudgetedStudy(
-        name, url, spec, n_trials=n_trials, deadline=deadline, seed=seed, heartbeat=heartbeat
-    )
-    objective = Objective(
-        spec,
-        device=slot.device,
-        checkpoint_root=checkpoint_dir,
-        data_source=data,
-        device_label=slot.label,
-        observer=observers_for(study),
-    )
-    remaining = None if deadline is None else max(1e-3, deadline - time.time())
+    share = None
+    if slot.threads is not None:
+        torch.set_num_threads(slot.threads)
+    else:  # CPU: the host's cores are split among every CPU trial process on it
+        share = CpuShare()
+        share.apply()
     try:
-        budgeted.optimize(objective, timeout=remaining, catch=(Exception,))
-    except BudgetReached as done:
-        log.info("worker %s done: %s", slot.label, done)
-    except KeyboardInterrupt:
-        log.info("worker %s stopped; its trial was handed back for retry", slot.label)
+        study, spec = open_study(name, url)
+        number = _join(study, url)
+        worker = f"{socket.gethostname()}:{os.getpid()}/{slot.label}"
+        log.info("worker %s joined study %s as worker %d", worker, name, number)
+        budgeted = BudgetedStudy(
+            name,
+            url,
+            spec,
+            n_trials=n_trials,
+            deadline=deadline,
+            seed=spec.seed * 10_007 + number,  # its own seed: parallel workers never propose twin trials
+            heartbeat=heartbeat,
+            max_failures=max_failures,
+            since=dt.datetime.fromtimestamp(started) if started is not None else None,
+        )
+        observers = observers_for(study)
+        objective = Objective(
+            spec,
+            device=slot.device,
+            checkpoint_root=checkpoint_dir,
+            data_source=data,
+            device_label=slot.label,
+            worker=worker,
+            observer=ObserverGroup([share, *observers.observers]) if share is not None else observers,
+            failure_log=failures,
+        )
+        remaining = None if deadline is None else max(1e-3, deadline - time.time())
+        try:
+            budgeted.optimize(
+                objective,
+                timeout=remaining,
+                catch=(Exception,),
+                callbacks=[
+                    FailureStreak(max_failures),
+                    *([_TrialLine(worker, on_trial)] if on_trial else []),
+                ],
+            )
+        except BudgetReached as done:
+            log.info("worker %s done: %s", worker, done)
+        except KeyboardInterrupt:
+            log.info("worker %s stopped; its trial was handed back for retry", worker)
+        except WorkerStopped as exc:
+            raise WorkerStopped(f"worker {worker} stopped: {exc}") from None
+    finally:
+        if share is not None:
+            share.close()
+
+
+class _TrialLine:
+    """One line per trial this process ends, as Optuna logs them: state, value, best so far, time, worker."""
+
+    def __init__(self, worker: str, emit: Callable[[str], None]) -> None:
+        self.worker, self.emit = worker, emit
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        record = trial_record(trial)
+        took = f"{trial.duration.total_seconds():.0f} s" if trial.duration else "?"
+        if trial.state == TrialState.COMPLETE:
+            best = study.best_trial
+            line = (
+                f"trial {trial.number} complete: macro-F1 {trial.value:.4f}, best {best.value:.4f} "
+                f"(trial {best.number}), {took} on {self.worker}"
+            )
+        elif trial.state == TrialState.PRUNED:
+            line = (
+                f"trial {trial.number} pruned after {took} on {self.worker}: {record.get('prune_reason', '')}"
+            )
+        else:
+            why = record.get("fail_reason", "handed back for retry")
+            line = f"trial {trial.number} failed after {took} on {self.worker}: {why}"
+        self.emit(redact(line))
+
+
+class _Redacting(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))  # tracebacks may quote URLs with passwords
+
+
+def _child_logging(level: int) -> None:
+    """A spawned child starts with no logging: plain lines on stderr at the CLI's level, passwords masked."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("hpo").setLevel(level)
+    optuna.logging.disable_default_handler()  # optuna's records reach the handler above instead
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(max(level, logging.WARNING))
+    quiet_optuna_failures()
