@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -121,24 +122,30 @@ def print_status(name: str, storage: str | None, *, as_json: bool = False):
     if as_json:
         console.print_json(json.dumps(s.to_dict(), default=str))
         return s
-    counts = (
-        Table(*s.counts.keys(), title=f"study {name}")
-        if s.counts
-        else Table(title=f"study {name}: no trials")
-    )
+    budget = f"{s.finished} of the budget of {s.budget} finished" if s.budget else f"{s.finished} finished"
+    console.print(f"study [bold]{escape(name)}[/]: {budget if s.counts else 'no trials'}")
     if s.counts:
+        counts = Table(*s.counts.keys())
         counts.add_row(*(str(v) for v in s.counts.values()))
-    console.print(counts)
+        console.print(counts)
     if s.best_value is not None:
-        best = Table("param", "value", title=f"best trial {s.best_number}: macro-F1 {s.best_value:.4f}")
+        console.print(f"best trial {s.best_number}: macro-F1 [bold green]{s.best_value:.4f}[/]")
+        best = Table("param", "value")
         for key, value in s.best_params.items():
             best.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
         console.print(best)
     if s.running:
-        running = Table("trial", "worker", "elapsed", "progress", title="running")
+        running = Table(
+            "trial", "worker", "elapsed", "progress", title=f"running on {len(s.workers)} worker(s)"
+        )
         for r in s.running:
             running.add_row(str(r.number), r.worker, f"{r.elapsed_s:.0f} s", r.progress)
         console.print(running)
+    if s.failures:
+        failures = Table("trials", "last", "reason", title="failed trials by reason")
+        for group in s.failures:
+            failures.add_row(str(group.count), str(group.last_trial), escape(group.reason))
+        console.print(failures)
     if s.mean_trial_s is not None:
         eta = f"; ETA {s.eta_s:.0f} s to the budget" if s.eta_s else ""
         console.print(f"mean trial time {s.mean_trial_s:.1f} s{eta}")

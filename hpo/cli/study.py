@@ -1,12 +1,15 @@
-"""Study commands: create, worker, status, and the one-command main job `run`."""
+"""Study commands: create, list, delete, trials, worker, status, and the one-command main job `run`."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from hpo.cli._app import StorageOpt, app, console, err, study_app, user_errors
 from hpo.cli.models import TrackingOpt, print_retrain
@@ -72,6 +75,118 @@ def study_create(
             f"MLflow: experiment '{tracking.experiment}', study run {tracking.parent_run_id} "
             f"in {tracking.tracking_uri}"
         )
+
+
+@study_app.command("list")
+@user_errors
+def study_list(
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every study of the storage: direction, trials by state, best macro-F1, budget."""
+    from hpo.study import storage_url, study_summaries
+    from storage import open_storage, redact
+
+    url = storage_url(storage)
+    summaries = study_summaries(open_storage(url, heartbeat_interval=None))
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
+        return
+    if not summaries:
+        console.print(f"no studies in {redact(url)}; create one with `hpo study create NAME ...`")
+        return
+    table = Table("study", "direction", "trials", "best", "budget", title=f"studies in {redact(url)}")
+    for s in summaries:
+        states = ", ".join(f"{n} {state}" for state, n in s.counts.items()) or "none"
+        best = f"{s.best_value:.4f} (trial {s.best_number})" if s.best_value is not None else "-"
+        budget = f"{s.finished} / {s.budget}" if s.budget else f"{s.finished} / -"
+        table.add_row(s.name, s.direction, states, best, budget)
+    console.print(table)
+
+
+@study_app.command("delete")
+@user_errors
+def study_delete(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (for scripts).")] = False,
+) -> None:
+    """Delete a study and all its trials (its MLflow runs, checkpoints and plots stay)."""
+    from hpo.errors import UserError
+    from hpo.study import delete_study, storage_url
+    from storage import redact
+
+    url = storage_url(storage)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(
+                f"study delete {name}: no terminal to confirm on; pass --yes to delete without asking"
+            )
+        typer.confirm(f"delete study '{name}' and all its trials from {redact(url)}?", abort=True)
+    delete_study(name, url)
+    console.print(f"deleted study [bold]{name}[/] from {redact(url)}")
+
+
+@study_app.command("trials")
+@user_errors
+def study_trials(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per trial, in a list.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout, one column per param.")] = False,
+) -> None:
+    """One row per trial: number, state, value, params, fold F1s, duration, worker, fail/prune reason."""
+    from hpo.study import open_study, trial_rows
+
+    study, _ = open_study(name, storage)
+    rows = trial_rows(study)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    elif as_csv:
+        _write_trials_csv(rows)
+    else:
+        table = Table("#", "state", "macro-F1", "s", "params", "reason or worker", title=f"trials of {name}")
+        for r in rows:
+            params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in r["params"].items())
+            table.add_row(
+                str(r["number"]),
+                r["state"],
+                f"{r['value']:.4f}" if r["value"] is not None else "",
+                f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "",
+                escape(_clip(params, 36)),
+                escape(_clip(r["reason"] or r["worker"] or "", 36)),
+            )
+        console.print(table)
+        console.print("--json or --csv give every field in full", style="dim")
+
+
+def _write_trials_csv(rows: list[dict]) -> None:
+    import csv
+
+    params = sorted({key for r in rows for key in r["params"]})
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["number", "state", "value", *params, "fold_f1", "duration_s", "worker", "reason"])
+    for r in rows:
+        out.writerow(
+            [
+                r["number"],
+                r["state"],
+                "" if r["value"] is None else r["value"],
+                *(r["params"].get(p, "") for p in params),
+                " ".join(str(f) for f in r["fold_f1"]),
+                "" if r["duration_s"] is None else r["duration_s"],
+                r["worker"] or "",
+                r["reason"] or "",
+            ]
+        )
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from hpo.study._create import (
     DEFAULT_ARTIFACTS,
     artifact_location,
     create_study,
+    delete_study,
     load_spec,
     open_study,
     storage_url,
@@ -22,7 +23,15 @@ from hpo.study._samplers import (
     build_sampler,
 )
 from hpo.study._spec import StudySpec
-from hpo.study._status import RunningTrial, StudyStatus, study_status
+from hpo.study._status import (
+    FailureGroup,
+    RunningTrial,
+    StudyStatus,
+    StudySummary,
+    study_status,
+    study_summaries,
+    trial_rows,
+)
 
 __all__ = [
     "DEFAULT_ARTIFACTS",
@@ -30,16 +39,21 @@ __all__ = [
     "PRUNERS",
     "SAMPLERS",
     "WILCOXON_MIN_FOLDS",
+    "FailureGroup",
     "RunningTrial",
     "StudySpec",
     "StudyStatus",
+    "StudySummary",
     "artifact_location",
     "build_pruner",
     "build_sampler",
     "create_study",
+    "delete_study",
     "load_spec",
     "open_study",
     "storage_url",
     "study_lock",
     "study_status",
+    "study_summaries",
+    "trial_rows",
 ]

@@ -21,6 +21,7 @@ from training.data import ImageTable, load_table
 __all__ = [
     "artifact_location",
     "create_study",
+    "delete_study",
     "load_spec",
     "open_study",
     "storage_url",
@@ -109,21 +110,41 @@ def artifact_location(study: optuna.Study | optuna.study.FrozenStudy) -> str | N
 
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, StudySpec]:
+    study = _load(name, storage_url(storage))
+    return study, load_spec(study)
+
+
+def delete_study(name: str, storage: str | None = None) -> None:
+    """Delete study ``name`` and its trials from the storage (its MLflow runs and files stay)."""
     url = storage_url(storage)
+    _load(name, url)  # the same one-line error as everywhere for a name that is not there
+    optuna.delete_study(study_name=name, storage=open_storage(url))
+    log.info("deleted study %s from %s", name, redact(url))
+
+
+def _load(name: str, url: str) -> optuna.Study:
     path = file_path(normalize_url(url))
     if path is not None and not Path(path).exists():  # opening would leave an empty database behind
         raise UserError(
             f"study '{name}' not found: {redact(url)} does not exist; create it with "
             f"`hpo study create {name} ...` or pass the right --storage"
         )
+    backend = open_storage(url)
     try:
-        study = optuna.load_study(study_name=name, storage=open_storage(url))
+        return optuna.load_study(study_name=name, storage=backend)
     except KeyError:
         raise UserError(
-            f"study '{name}' not found in {redact(url)}; create it with `hpo study create {name} ...` "
-            "or pass the right --storage"
+            f"study '{name}' not found in {redact(url)} ({_known(backend)}); create it with "
+            f"`hpo study create {name} ...` or pass the right --storage"
         ) from None
-    return study, load_spec(study)
+
+
+def _known(backend) -> str:
+    names = sorted(s.study_name for s in backend.get_all_studies())
+    if not names:
+        return "it holds no study"
+    shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
+    return f"studies there: {shown}"
 
 
 def load_spec(study: optuna.Study) -> StudySpec:

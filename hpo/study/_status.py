@@ -1,18 +1,34 @@
-"""A study's state in plain data: counts, best trial, running trials, ETA (rendered by the CLI)."""
+"""A study's state in plain data (rendered by the CLI): status, one summary per study, one row per trial.
+
+>>> study_status(study, target=100).failures      # doctest: +SKIP
+[FailureGroup(reason='ValueError: ...', count=12, last_trial=41)]
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import statistics
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
 
-from hpo.records import Progress, trial_record
+from hpo.records import Progress, study_record, trial_record
 
-__all__ = ["RunningTrial", "StudyStatus", "study_status"]
+__all__ = [
+    "FailureGroup",
+    "RunningTrial",
+    "StudyStatus",
+    "StudySummary",
+    "study_status",
+    "study_summaries",
+    "trial_rows",
+]
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,15 @@ class RunningTrial:
 
 
 @dataclass(frozen=True)
+class FailureGroup:
+    """Failed trials that share a reason."""
+
+    reason: str
+    count: int
+    last_trial: int
+
+
+@dataclass(frozen=True)
 class StudyStatus:
     name: str
     counts: dict[str, int]
@@ -34,14 +59,26 @@ class StudyStatus:
     best_params: dict[str, Any]
     running: list[RunningTrial] = field(default_factory=list)
     mean_trial_s: float | None = None
-    eta_s: float | None = None  # for `target` finished trials at the current pace
+    eta_s: float | None = None  # for `budget` finished trials at the current pace
+    budget: int | None = None  # the study-wide number of finished trials the workers run to
+    finished: int = 0  # complete + pruned
+    failures: list[FailureGroup] = field(default_factory=list)  # most frequent reason first
+
+    @property
+    def workers(self) -> list[str]:
+        """The worker processes running a trial now."""
+        return sorted({r.worker for r in self.running})
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "counts": self.counts,
+            "budget": self.budget,
+            "finished": self.finished,
             "best": {"number": self.best_number, "value": self.best_value, "params": self.best_params},
-            "running": [r.__dict__ for r in self.running],
+            "running": [asdict(r) for r in self.running],
+            "workers": self.workers,
+            "failures": [asdict(f) for f in self.failures],
             "mean_trial_s": self.mean_trial_s,
             "eta_s": self.eta_s,
         }
@@ -49,10 +86,8 @@ class StudyStatus:
 
 def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStatus:
     trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): 0 for state in TrialState}
-    for t in trials:
-        counts[t.state.name.lower()] += 1
-    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.duration]
+    counts = Counter(t.state.name.lower() for t in trials)
+    done = [t for t in trials if t.state in _FINISHED and t.duration]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value or 0.0) if complete else None
     now = dt.datetime.now()
@@ -69,19 +104,34 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         if t.state == TrialState.RUNNING
     ]
     mean_s = statistics.fmean(t.duration.total_seconds() for t in done) if done else None
+    finished = sum(t.state in _FINISHED for t in trials)
     eta = None
     if target is not None and mean_s is not None:
-        remaining = max(0, target - len(done))
-        eta = remaining * mean_s / max(1, len(running))
+        eta = max(0, target - finished) * mean_s / max(1, len(running))
     return StudyStatus(
         name=study.study_name,
-        counts={k: v for k, v in counts.items() if v},
+        counts=dict(counts),
         best_number=best.number if best else None,
         best_value=best.value if best else None,
         best_params=best.params if best else {},
         running=running,
         mean_trial_s=mean_s,
         eta_s=eta,
+        budget=target,
+        finished=finished,
+        failures=_failure_groups(trials),
+    )
+
+
+def _failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
+    groups: dict[str, list[int]] = {}
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            reason = trial_record(t).get("fail_reason") or "handed back for retry, or its worker went silent"
+            groups.setdefault(reason, []).append(t.number)
+    return sorted(
+        (FailureGroup(reason, len(numbers), max(numbers)) for reason, numbers in groups.items()),
+        key=lambda g: (-g.count, -g.last_trial),
     )
 
 
@@ -89,3 +139,79 @@ def _progress_text(progress: Progress | None) -> str:
     if not progress:
         return "starting"
     return f"fold {progress['fold']}/{progress['folds']} epoch {progress['epoch']}/{progress['epochs']}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every study of a storage: counts by storage queries, without loading any study's trials
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    name: str
+    direction: str
+    counts: dict[str, int]
+    best_value: float | None
+    best_number: int | None
+    budget: int | None
+    foldtune: bool  # made by `hpo study create` (holds a foldtune spec)
+
+    @property
+    def finished(self) -> int:
+        return self.counts.get("complete", 0) + self.counts.get("pruned", 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "finished": self.finished}
+
+
+def study_summaries(storage: BaseStorage) -> list[StudySummary]:
+    summaries = []
+    for frozen in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
+        study_id = storage.get_study_id_from_name(frozen.study_name)
+        counts = {
+            state.name.lower(): n
+            for state in TrialState
+            if (n := storage.get_n_trials(study_id, state=state))
+        }
+        try:
+            best: FrozenTrial | None = storage.get_best_trial(study_id)
+        except ValueError:  # no complete trial yet
+            best = None
+        record = study_record(frozen)
+        summaries.append(
+            StudySummary(
+                name=frozen.study_name,
+                direction=frozen.direction.name.lower(),
+                counts=counts,
+                best_value=best.value if best else None,
+                best_number=best.number if best else None,
+                budget=record.get("budget"),
+                foldtune="foldtune" in record,
+            )
+        )
+    return summaries
+
+
+# ---------------------------------------------------------------------------------------------
+# One row per trial
+# ---------------------------------------------------------------------------------------------
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Number, state, value, params, fold F1s, duration, worker and fail/prune reason of every trial."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        record = trial_record(t)
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "params": dict(t.params),
+                "fold_f1": record.get("fold_f1", []),
+                "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
+                "worker": record.get("worker"),
+                "reason": record.get("fail_reason") or record.get("prune_reason"),
+            }
+        )
+    return rows
