@@ -6,13 +6,15 @@ would at run time, so a misspelled command, option or value fails the check.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from hpo.cli import app
 
-__all__ = ["command_clis", "resolve"]
+__all__ = ["command_clis", "default_entrypoint", "resolve"]
 
 
 def command_clis() -> dict[str, Any]:
@@ -44,3 +46,10 @@ def resolve(cli: Any, prog: str, args: list[str]) -> tuple[list[str], str | None
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         return path, f"'{' '.join(path)} {' '.join(rest)}': {message}"
     return path, None
+
+
+def default_entrypoint() -> list[str]:
+    """The Dockerfile's ENTRYPOINT: what a container of the project's image runs before its args."""
+    dockerfile = Path(__file__).resolve().parents[1] / "Dockerfile"
+    line = next(ln for ln in dockerfile.read_text().splitlines() if ln.startswith("ENTRYPOINT"))
+    return json.loads(line.removeprefix("ENTRYPOINT"))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+import pytest
+from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner, Result
 
 from hpo.cli import app
@@ -21,9 +24,11 @@ __all__ = [
     "assert_one_line_error",
     "free_port",
     "hpo",
+    "in_fold",
     "invoke",
     "run_hpo",
     "trials_of",
+    "wait_for",
     "write_space",
 ]
 
@@ -91,3 +96,32 @@ def write_space(workdir: Path, epochs: int) -> Path:
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+def wait_for(
+    url: str,
+    name: str,
+    what: str,
+    found: Callable[[list[FrozenTrial]], bool],
+    pools: list[subprocess.Popen],
+    timeout: float = 240,
+) -> list[FrozenTrial]:
+    """Poll the study until ``found(trials)`` is true; the trials then. Fails early if a pool exits."""
+    study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        trials = study.get_trials()
+        if found(trials):
+            return trials
+        for pool in pools:
+            if pool.poll() is not None:
+                pytest.fail(f"a pool exited ({pool.returncode}) before {what}: {pool.communicate()[1]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}; trials: {[(t.number, t.state.name) for t in trials]}")
+
+
+def in_fold(trial: FrozenTrial, fold: int, epoch: int) -> bool:
+    """RUNNING in fold ``fold`` (1-based) or later, with ``epoch`` epochs of it saved."""
+    progress = trial.user_attrs.get("progress") or {}
+    running = trial.state == TrialState.RUNNING
+    return running and progress.get("fold", 0) >= fold and progress.get("epoch", 0) >= epoch

@@ -9,7 +9,6 @@ Mutation tests prove each rule catches what it is for.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -22,7 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from tests.clis import command_clis, resolve
+from tests.clis import command_clis, default_entrypoint, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -48,11 +47,6 @@ def interpolate(text: str, env: dict[str, str]) -> str:
         return value or ""
 
     return "$".join(_VAR.sub(sub, part) for part in text.split("$$"))
-
-
-def default_entrypoint() -> list[str]:
-    line = next(ln for ln in DOCKERFILE.read_text().splitlines() if ln.startswith("ENTRYPOINT"))
-    return json.loads(line.removeprefix("ENTRYPOINT"))
 
 
 def command_problems(spec: dict, env: dict[str, str]) -> list[str]:

@@ -27,16 +27,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from hpo.worker import STOP_GRACE_SECONDS
 from optuna.trial import TrialState
 
 from hpo.study import create_study
-from tests import test_hpo
-from tests.clis import command_clis, resolve
-from tests.test_compose import default_entrypoint
-from tests.test_hpo import trials_of
-
-workdir = test_hpo.workdir  # the fixture
+from hpo.workers import STOP_GRACE_SECONDS
+from tests.clis import command_clis, default_entrypoint, resolve
+from tests.helpers import in_fold, trials_of, wait_for, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -1011,13 +1007,16 @@ def test_sbatch_signals_reach_the_worker_once(tmp_path: Path, which: str, code: 
 
 
 @pytest.mark.slow
-def test_the_time_limit_signal_hands_the_trial_back_and_the_requeued_task_resumes_it(workdir: Path) -> None:
-    from tests.test_faults import in_fold, wait_for
-
+def test_the_time_limit_signal_hands_the_trial_back_and_the_requeued_task_resumes_it(
+    workdir: Path, small_csv: Path
+) -> None:
     url = f"sqlite:///{workdir / 'slurm.db'}"
-    create_study("slurm", space="quick", data="sample", storage=url, folds=2, pruner="none")
+    space = write_space(workdir, epochs=20)  # long enough to be signalled mid-trial
+    create_study("slurm", space=space, data=str(small_csv), storage=url, folds=2, pruner="none")
     path = f"{standins(workdir / 'bin', 'scontrol')}{os.pathsep}{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
-    env = slurm_env(workdir, PATH=path, HPO_STORAGE=url, STUDY="slurm", DATA_PATH="sample", N_TRIALS="1")
+    env = slurm_env(
+        workdir, PATH=path, HPO_STORAGE=url, STUDY="slurm", DATA_PATH=str(small_csv), N_TRIALS="1"
+    )
     env["HPO_SHARED_DIR"] = str(workdir / "shared")
 
     first = subprocess.Popen(
@@ -1050,7 +1049,5 @@ def test_the_time_limit_signal_hands_the_trial_back_and_the_requeued_task_resume
     assert len(records(workdir / "record.jsonl")) == 1  # it finished the budget: no second requeue
     (done,) = [t for t in trials_of(url, "slurm") if t.state == TrialState.COMPLETE]
     assert done.params == failed.params
-    assert (
-        done.user_attrs[f"resumed_epochs_fold_{seen['fold'] - 1}"] >= seen["epoch"]
-    )  # resumed, not restarted
+    assert done.user_attrs["resumed_epochs"][seen["fold"] - 1] >= seen["epoch"]  # resumed, not restarted
     assert url not in err + second.stdout + second.stderr

@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import sqlalchemy as sa
 import timm
 import torch
 from optuna.storages._heartbeat import HeartbeatThread
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from timm.models import register_model
 from torch import nn
 
@@ -32,41 +30,12 @@ from hpo.study import create_study
 from hpo.workers import Slot, pull_trials
 from storage import StorageError, open_storage
 from tests.databases import fresh_storage_url
-from tests.helpers import FINISHED, hpo, trials_of, write_space
+from tests.helpers import FINISHED, hpo, in_fold, trials_of, wait_for, write_space
 from tests.private_postgres import private_postgres
 from tests.processes import worker_processes
 
 SECRET = "Outage-Pa55"  # trust auth never checks it; it must still never be printed
 LOST = "lost the connection to the database"
-
-
-def wait_for(
-    url: str,
-    name: str,
-    what: str,
-    found: Callable[[list[FrozenTrial]], bool],
-    pools: list[subprocess.Popen],
-    timeout: float = 240,
-) -> list[FrozenTrial]:
-    """Poll the study until ``found(trials)`` is true; the trials then. Fails early if a pool exits."""
-    study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        trials = study.get_trials()
-        if found(trials):
-            return trials
-        for pool in pools:
-            if pool.poll() is not None:
-                pytest.fail(f"a pool exited ({pool.returncode}) before {what}: {pool.communicate()[1]}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}; trials: {[(t.number, t.state.name) for t in trials]}")
-
-
-def in_fold(trial: FrozenTrial, fold: int, epoch: int) -> bool:
-    """RUNNING in fold ``fold`` (1-based) or later, with ``epoch`` epochs of it saved."""
-    progress = trial.user_attrs.get("progress") or {}
-    running = trial.state == TrialState.RUNNING
-    return running and progress.get("fold", 0) >= fold and progress.get("epoch", 0) >= epoch
 
 
 # ----------------------------------------------------------------------------- kill -9 of a worker
