@@ -27,7 +27,7 @@ from timm.models import register_model
 from torch import nn
 
 from hpo.study import create_study
-from hpo.workers import Slot, pull_trials
+from hpo.workers import PullArgs, Slot, pull_trials
 from storage import StorageError, open_storage
 from tests.databases import fresh_storage_url
 from tests.helpers import FINISHED, hpo, in_fold, trials_of, wait_for, write_space
@@ -291,7 +291,9 @@ def test_nan_prunes_oom_and_errors_fail_and_the_worker_finishes_the_budget(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored afterwards, like the handler below
     sigterm, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
     try:  # what each `hpo worker` process runs, here, where the faulty models are registered
-        pull_trials(Slot("cpu", "", "cpu#0", 1), "faults", url, 2, None, None, str(workdir / "ckpt"), 30)
+        pull_trials(
+            Slot("cpu", "", "cpu#0", 1), PullArgs("faults", url, 2, None, None, str(workdir / "ckpt"))
+        )
     finally:
         signal.signal(signal.SIGTERM, sigterm)
         torch.set_num_threads(threads)

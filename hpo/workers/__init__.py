@@ -10,7 +10,7 @@ from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
 from hpo.workers._devices import Slot, gpu_count, parse_devices
 from hpo.workers._objective import Objective, root_trial_number
 from hpo.workers._observers import observers_for
-from hpo.workers._pool import STOP_GRACE_SECONDS, PoolResult, pull_trials, run_workers
+from hpo.workers._pool import STOP_GRACE_SECONDS, PoolResult, PullArgs, pull_trials, run_workers
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -19,6 +19,7 @@ __all__ = [
     "BudgetedStudy",
     "Objective",
     "PoolResult",
+    "PullArgs",
     "Slot",
     "gpu_count",
     "observers_for",

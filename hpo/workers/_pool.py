@@ -40,12 +40,27 @@ from hpo.workers._failures import (
 )
 from storage import normalize_url, redact
 
-__all__ = ["STOP_GRACE_SECONDS", "PoolResult", "pull_trials", "run_workers"]
+__all__ = ["STOP_GRACE_SECONDS", "PoolResult", "PullArgs", "pull_trials", "run_workers"]
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 60  # after SIGTERM, how long children get to hand their trial back
 _STOPPED_EXIT = 3  # a worker process that stopped because its trials kept failing
+
+
+@dataclass(frozen=True)
+class PullArgs:
+    """What every worker process of a pool is told."""
+
+    name: str  # the study
+    url: str  # its storage
+    n_trials: int | None  # the study-wide budget of finished trials
+    deadline: float | None  # time.time() after which no trial starts
+    data: str | None  # where the study's data lives on this machine
+    checkpoint_dir: str
+    heartbeat: int = HEARTBEAT_SECONDS
+    max_failures: int = DEFAULT_MAX_FAILURES
+    started: float | None = None  # when the pool started: failures before it do not count
 
 
 @dataclass(frozen=True)
@@ -100,14 +115,15 @@ def run_workers(
         write_study(study, {"budget": n_trials})  # lets `hpo status` show an ETA
     started = time.time()
     deadline = started + timeout if timeout else None
+    args = PullArgs(name, url, n_trials, deadline, data, str(checkpoints), heartbeat, max_failures, started)
     ctx = mp.get_context("spawn")
     events = ctx.SimpleQueue()  # children -> this process: first tracebacks of failures, stop reasons
     level = logging.getLogger("hpo").getEffectiveLevel()
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(slot, name, url, n_trials, deadline, data, str(checkpoints), heartbeat, max_failures),
-            kwargs={"events": events, "log_level": level, "started": started},
+            args=(slot, args),
+            kwargs={"events": events, "log_level": level},
             name=f"hpo-worker-{slot.label}",
         )
         for slot in slots
@@ -217,39 +233,16 @@ def _join(study: optuna.Study, url: str) -> int:
     return number
 
 
-def _worker_main(
-    slot: Slot,
-    name: str,
-    url: str,
-    n_trials: int | None,
-    deadline: float | None,
-    data: str | None,
-    checkpoint_dir: str,
-    heartbeat: int,
-    max_failures: int,
-    *,
-    events,
-    log_level: int = logging.WARNING,
-    started: float | None = None,
-) -> None:
+def _worker_main(slot: Slot, args: PullArgs, *, events, log_level: int = logging.WARNING) -> None:
     """A spawned worker process: set it up, then pull trials; exit 3 when its trials keep failing."""
     os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible  # before torch initializes CUDA
     signal.signal(signal.SIGTERM, _interrupt_once)
     _child_logging(log_level)
-    failures = FailureLog(emit=lambda key, text: events.put(("failure", key, text)))
     try:
         pull_trials(
             slot,
-            name,
-            url,
-            n_trials,
-            deadline,
-            data,
-            checkpoint_dir,
-            heartbeat,
-            max_failures,
-            failures=failures,
-            started=started,
+            args,
+            failures=FailureLog(emit=lambda key, text: events.put(("failure", key, text))),
             on_trial=lambda line: events.put(("trial", line)),
         )
     except WorkerStopped as exc:
@@ -259,17 +252,9 @@ def _worker_main(
 
 def pull_trials(
     slot: Slot,
-    name: str,
-    url: str,
-    n_trials: int | None,
-    deadline: float | None,
-    data: str | None,
-    checkpoint_dir: str,
-    heartbeat: int,
-    max_failures: int = DEFAULT_MAX_FAILURES,
+    args: PullArgs,
     *,
     failures: FailureLog | None = None,
-    started: float | None = None,
     on_trial: Callable[[str], None] | None = None,
 ) -> None:
     """What one worker process does: join the study, then run trials until the budget or the deadline.
@@ -291,40 +276,40 @@ def pull_trials(
         share = CpuShare()
         share.apply()
     try:
-        study, spec = open_study(name, url)
-        number = _join(study, url)
+        study, spec = open_study(args.name, args.url)
+        number = _join(study, args.url)
         worker = f"{socket.gethostname()}:{os.getpid()}/{slot.label}"
-        log.info("worker %s joined study %s as worker %d", worker, name, number)
+        log.info("worker %s joined study %s as worker %d", worker, args.name, number)
         budgeted = BudgetedStudy(
-            name,
-            url,
+            args.name,
+            args.url,
             spec,
-            n_trials=n_trials,
-            deadline=deadline,
+            n_trials=args.n_trials,
+            deadline=args.deadline,
             seed=spec.seed * 10_007 + number,  # its own seed: parallel workers never propose twin trials
-            heartbeat=heartbeat,
-            max_failures=max_failures,
-            since=dt.datetime.fromtimestamp(started) if started is not None else None,
+            heartbeat=args.heartbeat,
+            max_failures=args.max_failures,
+            since=dt.datetime.fromtimestamp(args.started) if args.started is not None else None,
         )
         observers = observers_for(study)
         objective = Objective(
             spec,
             device=slot.device,
-            checkpoint_root=checkpoint_dir,
-            data_source=data,
+            checkpoint_root=args.checkpoint_dir,
+            data_source=args.data,
             device_label=slot.label,
             worker=worker,
             observer=ObserverGroup([share, *observers.observers]) if share is not None else observers,
             failure_log=failures,
         )
-        remaining = None if deadline is None else max(1e-3, deadline - time.time())
+        remaining = None if args.deadline is None else max(1e-3, args.deadline - time.time())
         try:
             budgeted.optimize(
                 objective,
                 timeout=remaining,
                 catch=(Exception,),
                 callbacks=[
-                    FailureStreak(max_failures),
+                    FailureStreak(args.max_failures),
                     *([_TrialLine(worker, on_trial)] if on_trial else []),
                 ],
             )
