@@ -149,3 +149,37 @@ def test_text_output_names_every_check(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "ok storage" in out and "ok mlflow" in out and "torch" in out
+
+
+def test_mlflow_server_behind_basic_auth_is_reachable_with_its_credentials(workdir: Path) -> None:
+    """As MLflow's client does, doctor sends the URI's user and password as basic auth."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    expected = "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/health" and self.headers.get("Authorization") == expected
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            self.wfile.write(b"OK" if ok else b"")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        code, result = doctor("--tracking-uri", f"http://alice:s3cret-pw@127.0.0.1:{port}")
+        (check,) = [c for c in result["checks"] if c["name"] == "mlflow"]
+        assert code == 0 and check["ok"], check
+        assert check["target"] == f"http://alice:***@127.0.0.1:{port}"
+        code, result = doctor("--tracking-uri", f"http://alice:wrong@127.0.0.1:{port}")
+        (check,) = [c for c in result["checks"] if c["name"] == "mlflow"]
+        assert code == 1 and not check["ok"] and "HTTP 401" in check["detail"]
+        assert "s3cret-pw" not in json.dumps(result) and "wrong" not in json.dumps(result)
+    finally:
+        server.shutdown()

@@ -4,6 +4,8 @@ the submission layouts, atomic output and one-line errors. Real files, real mode
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +191,25 @@ def test_a_failure_midway_writes_nothing(workdir: Path, bundle_dir: Path) -> Non
     assert_one_line_error(result, "3.png")
     assert not fresh.exists()
     assert not [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_predicting_from_a_local_bundle_loads_no_mlflow(
+    workdir: Path, bundle_dir: Path, mask_root: Path
+) -> None:
+    """The bundle format stands alone: `hpo predict --model DIR` never imports MLflow."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from hpo.cli import app\n"
+        "result = CliRunner().invoke(app, ['predict', '--model', sys.argv[1], '--data', sys.argv[2],"
+        " '--out', 'sub.csv', '--device', 'cpu'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print('mlflow' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(bundle_dir), str(mask_root)],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (workdir / "sub.csv").read_text().startswith("ImageID,ans\n")
