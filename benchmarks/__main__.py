@@ -33,6 +33,8 @@ STAGES: list[list[tuple[str, list[str]]]] = [
     [("train_throughput", [])],
     [("storage_overhead", ["--quick"])],
     [("study_size", ["--quick"])],  # storage latency vs study size
+    [("fleet", ["--quick"])],  # two `--devices cpu` workers vs one `cpu:2`; CLI start and its imports
+    [("scale", ["--quick"])],  # cache build, `hpo data check`, `hpo status` at the competition's size
     [("peers", ["--quick"])],  # against Ray Tune and plain Optuna, in wall time: needs the [bench] extra
     [("pruning", ["--quick"]), ("search_quality", ["--quick"])],
 ]

@@ -189,6 +189,116 @@ def _peers(payload: dict[str, Any], where: str) -> list[Row]:
     return rows
 
 
+def _load_text(payload: dict[str, Any]) -> str:
+    """ ", load average L at start" from a result's 1/5/15-minute ``loadavg_start`` text, if it has one."""
+    load = payload.get("loadavg_start")
+    return "" if not load else f", load average {float(str(load).split()[0]):.1f} at start"
+
+
+def _fleet(payload: dict[str, Any], where: str) -> list[Row]:
+    rows = []
+    quick = "--quick, " if payload.get("quick") else ""
+    where += _load_text(payload)
+    if sharing := payload.get("sharing"):
+        shared, pooled = (sharing["variants"][name] for name in ("two cpu", "one cpu:2"))
+        rows.append(
+            (
+                "two `hpo worker --devices cpu` vs one `--devices cpu:2`, aggregate images/s",
+                f"{where}, {quick}{payload['setup']}",
+                f"{sharing['ratio']:.2f}{TIMES} ({shared['median_images_per_s']:.0f} vs "
+                f"{pooled['median_images_per_s']:.0f} images/s; wall {shared['median_wall_s']:.0f} vs "
+                f"{pooled['median_wall_s']:.0f} s)",
+                f"≥ {sharing['goal']:g}{TIMES}",
+                _met(sharing["goal_met"]),
+            )
+        )
+    if cli := payload.get("cli"):
+        times, base = cli["times"], cli["times"]["import typer, rich"]["median_s"]
+        helps = times["hpo --help"]
+        heavy = sorted({m for probe in cli["modules"].values() for m in probe["heavy"]})
+        status = times.get("hpo status")
+        rows.append(
+            (
+                'CLI start: `hpo --help` vs `python -c "import typer, rich"`',
+                f"{where}, {quick}median of {cli['runs']} runs, same interpreter",
+                f"{helps['ratio']:.1f}{TIMES} ({helps['median_s']:.2f} vs {base:.2f} s)"
+                + (
+                    ""
+                    if status is None
+                    else f"; `hpo status` {status['median_s']:.2f} s ({status['ratio']:.1f}{TIMES})"
+                )
+                + f"; heavy modules loaded: {', '.join(heavy) or 'none'}",
+                "none of torch, mlflow, timm, albumentations, cv2 loaded",
+                _met(not heavy),
+            )
+        )
+    return rows
+
+
+def _scale(payload: dict[str, Any], where: str) -> list[Row]:
+    rows = []
+    quick = "--quick, " if payload.get("quick") else ""
+    where += _load_text(payload)
+    data = "generated 384x512 JPEG portraits"
+    if cache := payload.get("cache"):
+        rates = cache["images_per_s"]
+        rows.append(
+            (
+                "decoded-cache build, all cores vs one",
+                f"{where}, {quick}{cache['images']:,} {data} -> {payload['cache_size']} px, "
+                f"`training.cache.load_images`, {cache['threads']} threads vs 1, "
+                f"best of {cache.get('rounds', 1)} runs each, files in the page cache",
+                f"{cache['speedup']:.2f}{TIMES} ({rates[str(cache['threads'])]:.0f} vs {rates['1']:.0f} "
+                "images/s)",
+                "—",
+                _met(None),
+            )
+        )
+    goal = payload["check_goal"]
+    for check in payload.get("check", []):
+        images = check.get("images", 0)
+        gated = images == goal["images"]
+        rows.append(
+            (
+                f"`hpo data check`, {images:,} images",
+                f"{where}, {quick}{check['persons']:,} persons x 7 {data}",
+                check.get("note")
+                or f"{check['wall_s']:.0f} s, peak RSS {check['peak_rss_mb'] / 1024:.2f} GB, "
+                f"{check['errors']} errors, {check['warnings']} warnings",
+                f"peak < {goal['peak_gb_below']:g} GB" if gated else "—",
+                _met(check["peak_rss_mb"] / 1024 < goal["peak_gb_below"] if gated else None),
+            )
+        )
+    study = payload.get("status")
+    if study:
+        setup = f"{where}, {quick}SQLite, {study['trials']:,} finished trials"
+        if "times" not in study:
+            rows.append((f"`hpo status`, {study['trials']:,} trials", setup, study["note"], "—", _met(None)))
+            return rows
+        times = study["times"]
+        runs, helps = len(times["hpo status"]["runs_s"]), times["hpo --help"]["median_s"]
+        for name in ("hpo status", "hpo study list"):
+            if name in times:
+                rows.append(
+                    (
+                        f"`{name}`, {study['trials']:,} trials",
+                        f"{setup}, median of {runs} runs",
+                        f"{times[name]['median_s']:.2f} s ({times[name]['median_s'] / helps:.1f}{TIMES} "
+                        f"`hpo --help`, {helps:.2f} s)"
+                        + (
+                            f", peak RSS {study['status_peak_rss_mb']:.0f} MB" if name == "hpo status" else ""
+                        ),
+                        "—",
+                        _met(None),
+                    )
+                )
+        if study.get("study_list"):  # not a code span: the README names only commands the CLI has
+            rows.append(
+                (f"hpo study list, {study['trials']:,} trials", setup, study["study_list"], "—", _met(None))
+            )
+    return rows
+
+
 # In table order; a result file belongs to the first name its file name starts with.
 SUMMARIZERS: dict[str, Summarizer] = {
     "train_throughput": _throughput,
@@ -197,6 +307,8 @@ SUMMARIZERS: dict[str, Summarizer] = {
     "pruning": _pruning,
     "search_quality": _search,
     "peers": _peers,
+    "fleet": _fleet,
+    "scale": _scale,
 }
 
 
