@@ -9,27 +9,37 @@ The public face of ``storage``; the modules behind it are private and may move.
     ...     trial = study.ask()
 
 Every user-facing failure is a ``StorageError`` whose one-line message shows the URL redacted.
+The names load on first use, so ``from storage import redact`` does not import Optuna or SQLAlchemy
+(the CLI starts without them).
 """
 
 from __future__ import annotations
 
-from storage._artifacts import artifact_dir, open_artifact_store
-from storage._errors import StorageError
-from storage._lock import storage_lock
-from storage._open import open_storage, serve_proxy, upgrade_schema
-from storage._redact import redact
-from storage._urls import SUPPORTED_FORMS, file_path, normalize_url
+import importlib
+from typing import Any
 
-__all__ = [
-    "SUPPORTED_FORMS",
-    "StorageError",
-    "artifact_dir",
-    "file_path",
-    "normalize_url",
-    "open_artifact_store",
-    "open_storage",
-    "redact",
-    "serve_proxy",
-    "storage_lock",
-    "upgrade_schema",
-]
+_EXPORTS = {  # public name -> the private module that defines it
+    "artifact_dir": "storage._artifacts",
+    "open_artifact_store": "storage._artifacts",
+    "StorageError": "storage._errors",
+    "storage_lock": "storage._lock",
+    "open_storage": "storage._open",
+    "serve_proxy": "storage._open",
+    "upgrade_schema": "storage._open",
+    "redact": "storage._redact",
+    "SUPPORTED_FORMS": "storage._urls",
+    "file_path": "storage._urls",
+    "normalize_url": "storage._urls",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'storage' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

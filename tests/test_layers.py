@@ -70,15 +70,26 @@ def _imports(path: Path, module: str) -> list[tuple[str, tuple[str, ...]]]:
     return found
 
 
+def _lazy_exports(path: Path) -> dict[str, str]:
+    """A face that loads its names on first use maps them in ``_EXPORTS = {name: module}``."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
 def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
     """Module -> the project modules it imports, names from a package face followed to their module."""
     modules = _modules(root, packages)
     imports = {m: _imports(p, m) for m, p in modules.items()}
+    lazy = {m: _lazy_exports(p) for m, p in modules.items() if p.name == "__init__.py"}
 
     def defining(target: str, name: str) -> str:
         if f"{target}.{name}" in modules:
             return f"{target}.{name}"
         if modules.get(target, Path()).name == "__init__.py":
+            if name in lazy[target]:
+                return lazy[target][name]
             for source, names in imports[target]:
                 if name in names and source in modules and source != target:
                     return defining(source, name)
@@ -128,6 +139,9 @@ def test_the_cycle_check_sees_a_cycle_through_a_package_face(tmp_path: Path) -> 
         "def f():\n    from pa import Y  # inside a function: still an edge\n\nX = 1\n"
     )
     (package / "_y.py").write_text("from pa import X\n\nY = 2\n")
+    assert find_cycles(import_graph(tmp_path, ("pa",))) == ["pa._x -> pa._y -> pa._x"]
+    # the same through a face that loads its names on first use
+    (package / "__init__.py").write_text('_EXPORTS = {"X": "pa._x", "Y": "pa._y"}\n')
     assert find_cycles(import_graph(tmp_path, ("pa",))) == ["pa._x -> pa._y -> pa._x"]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.optuna_compat import finished_seconds, study_id, study_storage, trial_counts
 from hpo.records import Progress, study_record, trial_record
 
 __all__ = [
@@ -85,11 +85,14 @@ class StudyStatus:
 
 
 def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStatus:
-    trials = study.get_trials(deepcopy=False)
-    counts = Counter(t.state.name.lower() for t in trials)
-    done = [t for t in trials if t.state in _FINISHED and t.duration]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    """The study now, from targeted storage reads: a 10,000-trial study loads only its running and
+    failed trials whole (counts, best trial and durations come from light queries)."""
+    storage, sid = study_storage(study, cached=False), study_id(study)
+    counts = {state.name.lower(): n for state, n in trial_counts(storage, sid).items()}
+    try:
+        best: FrozenTrial | None = storage.get_best_trial(sid)
+    except ValueError:  # no complete trial yet
+        best = None
     now = dt.datetime.now()
     running = [
         RunningTrial(
@@ -100,17 +103,20 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
             elapsed_s=(now - t.datetime_start).total_seconds() if t.datetime_start else 0.0,
             progress=_progress_text(trial_record(t).get("progress")),
         )
-        for t in trials
-        if t.state == TrialState.RUNNING
+        for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.RUNNING,))
     ]
-    mean_s = statistics.fmean(t.duration.total_seconds() for t in done) if done else None
-    finished = sum(t.state in _FINISHED for t in trials)
+    seconds = finished_seconds(storage, sid)
+    if seconds is None:
+        finished_trials = storage.get_all_trials(sid, deepcopy=False, states=_FINISHED)
+        seconds = [t.duration.total_seconds() for t in finished_trials if t.duration]
+    mean_s = statistics.fmean(seconds) if seconds else None
+    finished = counts.get("complete", 0) + counts.get("pruned", 0)
     eta = None
     if target is not None and mean_s is not None:
         eta = max(0, target - finished) * mean_s / max(1, len(running))
     return StudyStatus(
         name=study.study_name,
-        counts=dict(counts),
+        counts=counts,
         best_number=best.number if best else None,
         best_value=best.value if best else None,
         best_params=best.params if best else {},
@@ -119,7 +125,7 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         eta_s=eta,
         budget=target,
         finished=finished,
-        failures=_failure_groups(trials),
+        failures=_failure_groups(storage.get_all_trials(sid, deepcopy=False, states=(TrialState.FAIL,))),
     )
 
 
@@ -168,11 +174,7 @@ def study_summaries(storage: BaseStorage) -> list[StudySummary]:
     summaries = []
     for frozen in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
         study_id = storage.get_study_id_from_name(frozen.study_name)
-        counts = {
-            state.name.lower(): n
-            for state in TrialState
-            if (n := storage.get_n_trials(study_id, state=state))
-        }
+        counts = {state.name.lower(): n for state, n in trial_counts(storage, study_id).items()}
         try:
             best: FrozenTrial | None = storage.get_best_trial(study_id)
         except ValueError:  # no complete trial yet

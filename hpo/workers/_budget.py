@@ -13,9 +13,9 @@ import time
 import warnings
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from hpo.optuna_compat import study_id, study_storage
+from hpo.optuna_compat import recent_ended, study_id, study_storage, trial_counts
 from hpo.study import StudySpec, build_pruner, build_sampler, study_lock
 from hpo.workers._failures import DEFAULT_MAX_FAILURES, WorkerStopped, study_streak
 from storage import open_storage
@@ -65,17 +65,16 @@ class BudgetedStudy(optuna.Study):
         while True:
             if self._deadline is not None and time.time() >= self._deadline:
                 raise BudgetReached("time is up")
+            self._stop_on_failures()
             if self._n_trials is None:
-                self._stop_on_failures(self._trials())
                 return super().ask(fixed_distributions)
             with study_lock(self._url, f"budget:{self.study_name}"):
-                trials = self._trials()
-                self._stop_on_failures(trials)
-                finished = sum(t.state in _FINISHED for t in trials)
-                running = sum(t.state == TrialState.RUNNING for t in trials)
+                # ONE read of the counts: with two, a trial finishing in between is counted in neither.
+                counts = trial_counts(study_storage(self), study_id(self))
+                finished = sum(counts.get(state, 0) for state in _FINISHED)
                 if finished >= self._n_trials:
                     raise BudgetReached(f"{finished} trials finished")
-                if finished + running < self._n_trials:
+                if finished + counts.get(TrialState.RUNNING, 0) < self._n_trials:
                     return super().ask(fixed_distributions)
             # Budget is covered by running trials, but one of them may still fail and need a retry.
             time.sleep(self._poll)
@@ -83,13 +82,9 @@ class BudgetedStudy(optuna.Study):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self)
 
-    def _trials(self) -> list[FrozenTrial]:
-        """Finished, failed and running trials in ONE read: with two, a trial finishing in between would
-        be counted in neither."""
-        return study_storage(self).get_all_trials(
-            study_id(self), deepcopy=False, states=(*_FINISHED, TrialState.FAIL, TrialState.RUNNING)
-        )
-
-    def _stop_on_failures(self, trials: list[FrozenTrial]) -> None:
-        if (reason := study_streak(trials, limit=self._max_failures, since=self._started)) is not None:
+    def _stop_on_failures(self) -> None:
+        if not self._max_failures:
+            return
+        recent = recent_ended(study_storage(self), study_id(self), since=self._started, n=self._max_failures)
+        if (reason := study_streak(recent, limit=self._max_failures, since=self._started)) is not None:
             raise WorkerStopped(reason)
