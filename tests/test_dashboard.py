@@ -269,6 +269,7 @@ def test_dashboard_api_and_artifacts_over_http(demo: dict) -> None:
         study_id = summaries[0]["study_id"]
         status, body = get(f"{root}/api/studies/{study_id}")
         detail = json.loads(body)
+        assert detail["objective_names"] == ["macro_f1"]  # named, not "Objective 0"
         assert len(detail["trials"]) == 2
         trial = detail["trials"][0]
         assert {a["filename"] for a in trial["artifacts"]} == PLOTS

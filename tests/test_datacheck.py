@@ -219,6 +219,7 @@ def test_label_one_typo_apart_is_a_warning(tmp_path: Path) -> None:
 def test_folds_option_changes_thin_class_verdict(tmp_path: Path) -> None:
     csv_path = write_manifest(tmp_path / "labels.csv", clean_rows(tmp_path, per_class=6))  # 3 groups/class
     assert invoke("data", "check", str(csv_path), "--folds", "3").exit_code == 0
+    assert invoke("data", "check", str(csv_path)).exit_code == 0  # 3 folds, as `hpo study create`'s default
     result = invoke("data", "check", str(csv_path), "--folds", "4")
     assert result.exit_code == 1 and "error few_samples" in normalized(result.stdout)
 

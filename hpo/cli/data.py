@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpo.cli._app import console, data_app, err, quiet, user_errors
 from hpo.errors import UserError
+from training.config import CVConfig
 
 DataArg = Annotated[
     str, typer.Argument(help="CSV manifest, ImageFolder root, mask-layout root, or 'sample'.")
@@ -51,8 +52,14 @@ def data_check(
     data: DataArg,
     fmt: FormatOpt = "auto",
     folds: Annotated[
-        int, typer.Option(help="k of the planned k-fold: classes need k images (k groups).")
-    ] = 5,
+        int,
+        typer.Option(
+            help="k of the planned k-fold: classes need k images (k groups). Default: "
+            f"{CVConfig().folds}, as `hpo study create` without --folds; pass the space's cv.folds "
+            "if it fixes one (mask: 5)",
+            show_default=False,
+        ),
+    ] = CVConfig().folds,
     near_similarity: Annotated[
         float,
         typer.Option(

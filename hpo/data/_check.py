@@ -49,6 +49,7 @@ from typing import Any
 from hpo.data._duplicates import NEAR_SIMILARITY, duplicates
 from hpo.data._images import inspect_all, mode_findings
 from hpo.data._labels import fold_findings, group_split, label_typos
+from training.config import CVConfig
 from training.data import scan_labeled
 from training.layouts import Problem, is_mask_eval, mask_class_name, scan_mask_eval
 
@@ -126,7 +127,7 @@ def check_data(
     source: str | Path,
     *,
     fmt: str = "auto",
-    folds: int = 5,
+    folds: int = CVConfig().folds,
     near_similarity: float = NEAR_SIMILARITY,
     progress: Callable[[int, int], None] | None = None,
     threads: int | None = None,
