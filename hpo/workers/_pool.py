@@ -18,6 +18,7 @@ import optuna
 from hpo.errors import UserError
 from hpo.records import write_study
 from hpo.study import StudySpec, open_study, storage_url
+from hpo.tracking import finish_study_run
 from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
 from hpo.workers._devices import Slot, parse_devices
 
@@ -160,5 +161,6 @@ def _worker_main(
         budgeted.optimize(objective, timeout=remaining, catch=(Exception,))
     except BudgetReached as done:
         log.info("worker %s done: %s", slot.label, done)
+        finish_study_run(study, budget=n_trials)  # the study's MLflow run ends with its budget
     except KeyboardInterrupt:
         log.info("worker %s stopped; its trial was handed back for retry", slot.label)
