@@ -289,3 +289,29 @@ def test_registry_errors_are_one_line(env: Env) -> None:
     assert not out.exists()
     result = invoke("retrain", "m", "--storage", env.storage, "--trial", "7")
     assert result.exit_code == 2 and "no trial 7" in result.stderr
+
+
+def test_a_pruned_trials_run_is_finished_and_tagged_pruned(env: Env) -> None:
+    """Pruning is a normal end: MLflow shows the run FINISHED, the tag says pruned and why."""
+    from hpo.study import load_spec
+    from hpo.tracking import MlflowObserver, study_tracking
+    from storage import open_storage
+
+    created = invoke(
+        "study", "create", "p", "--space", "space.yaml", "--data", str(env.mask), "--folds", "2",
+        "--storage", env.storage, "--tracking-uri", env.url,
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    study = optuna.load_study(study_name="p", storage=open_storage(env.storage, heartbeat_interval=None))
+    spec = load_spec(study)
+    tracking = study_tracking(study)
+    observer = MlflowObserver(tracking, env.url)
+    trial = study.ask()
+    observer.on_trial_start(trial, spec.space.resolve(spec.base, spec.space.sample(trial)))
+    reason = "pruned in fold 1 epoch 2: F1 credited so far 0.1000 is below its peers"
+    observer.on_trial_end(trial, TrialState.PRUNED, None, reason)
+    study.tell(trial, state=TrialState.PRUNED)
+    client = MlflowClient(env.url)
+    (run,) = client.search_runs([tracking.experiment_id], "tags.`foldtune.trial` = '0'")
+    assert run.info.status == "FINISHED" and run.data.tags["foldtune.state"] == "pruned"
+    assert run.data.tags["foldtune.reason"] == reason and "cv_f1" not in run.data.metrics
