@@ -94,11 +94,11 @@ def test_a_spaces_fixed_folds_stand_unless_the_flag_is_given(workdir: Path, csv:
     assert_one_line_error(invoke(*create, "flag", "--space", "four.yaml"), "cv.folds 2 (now 4)")
     assert_one_line_error(
         invoke(*create, "space", "--space", "free.yaml"),
-        "study 'space' already exists with cv.folds 4 (now unset)",
+        "study 'space' already exists with cv.folds 4 (now 3)",
     )
     (workdir / "lr.yaml").write_text(FIXED_FOLDS.replace("1.0e-2", "1.0e-1"))
     assert_one_line_error(
-        invoke(*create, "space", "--space", "lr.yaml"), "space params.optim.lr", '"high": 0.01'
+        invoke(*create, "space", "--space", "lr.yaml"), "another space (params.optim.lr", '"high": 0.01'
     )
     other = make_csv_dataset(workdir / "other", classes=("a", "b", "c"), per_class=10, size=(32, 32))
     create_other = (
