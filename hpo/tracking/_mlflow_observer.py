@@ -33,7 +33,7 @@ _STATUS = {  # Optuna trial state -> MLflow run status
 BUDGET_MET = "budget met"  # the study run's foldtune.state once its budget of finished trials is met
 
 
-def tracking_observer(study: optuna.Study) -> list[TrialObserver]:
+def tracking_observer(study: optuna.Study) -> list[MlflowObserver]:
     """The MLflow observer for a worker when the study is tracked, else nothing."""
     tracking = study_tracking(study)
     if tracking is None:

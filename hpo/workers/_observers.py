@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 def observers_for(study: optuna.Study) -> ObserverGroup:
     """The observers a worker attaches to its objective, as configured in the study's attrs."""
-    mlflow: list[TrialObserver] = tracking_observer(study)  # MLflow child runs, when the study is tracked
-    sinks: list[PngSink] = [*_artifact_sinks(study), *mlflow]  # type: ignore[list-item]
+    mlflow = tracking_observer(study)  # MLflow child runs, when the study is tracked
+    sinks: list[PngSink] = [*_artifact_sinks(study), *mlflow]
     # Figures first: each is rendered once for every sink, and reaches the run before the run ends.
     figures: list[TrialObserver] = [TrialFigures(sinks)] if sinks else []
     return ObserverGroup([*figures, *mlflow])
