@@ -6,7 +6,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-__all__ = ["mlflow_uris"]
+__all__ = ["LOGGED_MODEL_VERSIONS_TAG", "mlflow_uris"]
+
+# The logged model's tag listing its registered versions, ``[{"name": ..., "version": ...}]``: what
+# MLflow 3's UI shows on the model's page. A tracking server writes it when a version is created with
+# a model id; a local store (and MlflowClient.create_model_version) does not.
+LOGGED_MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
 
 @contextlib.contextmanager

@@ -64,7 +64,7 @@ def translate(exc: BaseException, url: str) -> StorageError:
             f"the database server at {where} refused another connection ({reason}); each worker "
             "process holds up to 3: raise max_connections, run fewer workers, or use `hpo storage serve`"
         )
-    if any(s in low for s in _UNREACHABLE):
+    if any(s in low for s in _UNREACHABLE) and not url.startswith("sqlite"):  # SQLite has no server
         return StorageError(
             f"cannot reach the database server at {where} ({reason}); check host and port, that the "
             "server is running and that no firewall blocks the connection"

@@ -23,6 +23,7 @@ from storage._urls import (
     SQLITE_BUSY_TIMEOUT_S,
     engine_kwargs,
     file_path,
+    is_memory,
     normalize_url,
     url_kind,
 )
@@ -50,7 +51,9 @@ def open_storage(
 
     - SQLite: parent directory created, WAL journal mode (readers never block the writer), a
       60 s busy timeout so concurrent workers wait instead of failing with "database is locked".
-      Local disks only.
+      Local disks only. ``sqlite:///:memory:`` (tests, throwaway studies): as with Optuna's own
+      RDBStorage, one database per call, held by the thread that opened it and gone with it; no
+      heartbeat (no other process could ever reap a stale trial).
     - PostgreSQL / MySQL / MariaDB: pre-pinged pool (4 + 4 overflow), connections recycled after
       30 min, 5 s connect timeout (an unreachable host fails fast).
     - Journal file: ``JournalStorage(JournalFileBackend(path))``; no heartbeat.
@@ -87,12 +90,14 @@ def open_storage(
     if kind == "grpc":
         return _open_grpc(normalized)
     error: StorageError | None = None
+    memory = is_memory(normalized)
     try:
-        _prepare_sqlite_file(normalized)
-        _ensure_schema(normalized)
+        if not memory:  # in memory, nothing can race: RDBStorage creates the tables in its connection
+            _prepare_sqlite_file(normalized)
+            _ensure_schema(normalized)
         with warnings.catch_warnings():  # the heartbeat API is "experimental" in Optuna; we rely on it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            heartbeat = _heartbeat_kwargs(heartbeat_interval, grace_period, max_retry)
+            heartbeat = {} if memory else _heartbeat_kwargs(heartbeat_interval, grace_period, max_retry)
             return ReconnectingRDBStorage(
                 normalized,
                 engine_kwargs=engine_kwargs(normalized),

@@ -10,7 +10,15 @@ from urllib.parse import urlsplit
 from storage._errors import StorageError
 from storage._redact import redact
 
-__all__ = ["SUPPORTED_FORMS", "Kind", "engine_kwargs", "file_path", "normalize_url", "url_kind"]
+__all__ = [
+    "SUPPORTED_FORMS",
+    "Kind",
+    "engine_kwargs",
+    "file_path",
+    "is_memory",
+    "normalize_url",
+    "url_kind",
+]
 
 Kind = Literal["sqlite", "postgresql", "mysql", "journal", "grpc"]
 
@@ -81,10 +89,20 @@ def file_path(url: str) -> str | None:
     return None
 
 
+def is_memory(url: str) -> bool:
+    """A normalized URL of an in-memory SQLite database (``sqlite:///:memory:``, ``sqlite://``)."""
+    if url_kind(url) != "sqlite":
+        return False
+    path, _, query = url.partition("://")[2].partition("?")
+    return path.removeprefix("/") in ("", ":memory:") or "mode=memory" in query
+
+
 def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLAlchemy engine options for a normalized RDB URL (options in the URL's query win)."""
     from sqlalchemy.engine import make_url
 
+    if is_memory(url):  # SQLAlchemy's own pool for it: pool options would be refused
+        return {}
     if url_kind(url) == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     query = make_url(url).query

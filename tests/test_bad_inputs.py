@@ -416,7 +416,7 @@ def conflicting_study_re_create(env: Env) -> Bad:
 
     return Bad(
         env.create("--space", "quick", "--data", str(env.csv), "--folds", "2"),
-        ("study 's' already exists with a different space", "use a new study name"),
+        ("study 's' already exists with another space (", "more)", "use a new study name"),
         keep=STUDY_FILES,
         check=unchanged,
     )

@@ -46,12 +46,82 @@ def test_study_create_reuse_and_conflict(workdir: Path, csv: Path) -> None:
     again = invoke(*args)
     assert again.exit_code == 0 and "reusing" in again.stdout
     conflict = invoke(*args[:-1], "3")
-    assert_one_line_error(conflict, "s1", "different", "new study name")
+    assert_one_line_error(conflict, "study 's1' already exists with cv.folds 2 (now 3)", "new study name")
     assert (workdir / ".hpo" / "foldtune.db").exists()
 
     status = invoke("status", "s1", "--json")
     assert status.exit_code == 0
     assert json.loads(status.stdout)["counts"] == {}
+
+
+FIXED_FOLDS = """
+fixed: {model.name: test_resnet, data.image_size: 32, cv.folds: 4}
+params:
+  optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+"""
+
+
+def stored_folds(name: str) -> tuple[int, object]:
+    """(the folds a study's trials run, the folds its stored space fixes)."""
+    from hpo.study import load_spec
+
+    spec = load_spec(optuna.load_study(study_name=name, storage="sqlite:///.hpo/foldtune.db"))
+    return spec.base.cv.folds, spec.space.fixed.get("cv.folds")
+
+
+def test_a_spaces_fixed_folds_stand_unless_the_flag_is_given(workdir: Path, csv: Path) -> None:
+    (workdir / "four.yaml").write_text(FIXED_FOLDS)
+    (workdir / "free.yaml").write_text(FIXED_FOLDS.replace(", cv.folds: 4", ""))
+    create = ("study", "create", "--data", str(csv), "--pruner", "none")
+    assert invoke(*create, "space", "--space", "four.yaml").exit_code == 0
+    assert stored_folds("space") == (4, 4)  # the space's value, not a default
+    assert invoke(*create, "default", "--space", "free.yaml").exit_code == 0
+    assert stored_folds("default") == (3, None)  # the run config's default, as `hpo data check` uses
+    assert invoke(*create, "flag", "--space", "four.yaml", "--folds", "2").exit_code == 0
+    assert stored_folds("flag") == (2, 2)  # the flag wins, and the stored space says so
+
+    assert "reusing" in invoke(*create, "space", "--space", "four.yaml").stdout
+    assert "reusing" in invoke(*create, "space", "--space", "four.yaml", "--folds", "4").stdout
+    assert "reusing" in invoke(*create, "flag", "--space", "four.yaml", "--folds", "2").stdout
+    for extra, needle in (
+        (("--folds", "2"), "cv.folds 4 (now 2)"),
+        (("--sampler", "random"), "sampler tpe (now random)"),
+        (("--pruner", "median"), "pruner none (now median)"),
+        (("--seed", "7"), "seed 0 (now 7)"),
+    ):
+        line = assert_one_line_error(invoke(*create, "space", "--space", "four.yaml", *extra), needle)
+        assert line.count("(now ") == 1, line  # only the input that differs
+    assert_one_line_error(invoke(*create, "flag", "--space", "four.yaml"), "cv.folds 2 (now 4)")
+    assert_one_line_error(
+        invoke(*create, "space", "--space", "free.yaml"),
+        "study 'space' already exists with cv.folds 4 (now 3)",
+    )
+    (workdir / "lr.yaml").write_text(FIXED_FOLDS.replace("1.0e-2", "1.0e-1"))
+    assert_one_line_error(
+        invoke(*create, "space", "--space", "lr.yaml"), "another space (params.optim.lr", '"high": 0.01'
+    )
+    other = make_csv_dataset(workdir / "other", classes=("a", "b", "c"), per_class=10, size=(32, 32))
+    create_other = (
+        "study",
+        "create",
+        "space",
+        "--space",
+        "four.yaml",
+        "--data",
+        str(other),
+        "--pruner",
+        "none",
+    )
+    assert_one_line_error(invoke(*create_other), "other data (fingerprint")
+
+    (workdir / "searched.yaml").write_text(
+        FIXED_FOLDS.replace(", cv.folds: 4", "") + "  cv.folds: {type: int, low: 2, high: 4}\n"
+    )
+    assert_one_line_error(
+        invoke(*create, "searched", "--space", "searched.yaml", "--folds", "3"),
+        "searches cv.folds",
+        "leave out --folds",
+    )
 
 
 @pytest.mark.slow

@@ -163,6 +163,22 @@ def test_every_trial_uploads_its_curves_and_confusion_matrices(demo: dict) -> No
                 assert len(image.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10  # not blank
 
 
+def test_confusion_matrices_name_the_mask_layouts_classes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from hpo.tracking import plot_confusion
+    from tests.datasets import make_mask_tree
+    from training.data import load_table
+
+    table = load_table(make_mask_tree(tmp_path / "mask", n_people=6, size=(32, 32), with_eval=False))
+    figure = plot_confusion(table.labels, table.labels, table.class_names, title="oof")
+    ticks = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert ticks[0] == "0 wear/male/<30" and ticks[10] == "10 incorrect/female/30-59"  # whole, not cut
+    assert table.classes[10] == "10"  # the labels themselves stay the competition's
+    csv_table = load_table(make_csv_dataset(tmp_path / "csv", classes=("a", "b"), per_class=4))
+    assert csv_table.class_names == ("a", "b") and len(np.unique(csv_table.labels)) == 2
+
+
 def test_a_broken_artifact_store_never_fails_a_trial(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -172,7 +188,7 @@ def test_a_broken_artifact_store_never_fails_a_trial(
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study, _ = create_study("broken", space=space, data=str(csv), storage=url, folds=2, artifacts=plots)
     observer = observers_for(study)
-    assert [type(o).__name__ for o in observer.observers] == ["ArtifactObserver"]
+    assert [type(o).__name__ for o in observer.observers] == ["TrialFigures"]
     plots.rmdir()
     plots.write_text("a file where the artifact directory was")  # every upload now fails
     objective = Objective(
@@ -181,7 +197,7 @@ def test_a_broken_artifact_store_never_fails_a_trial(
     study.optimize(objective, n_trials=1)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
     assert get_all_artifact_meta(study.trials[0], storage=study._storage) == []
-    assert "ArtifactObserver.on_fold failed (ignored)" in caplog.text
+    assert "ArtifactSink: fold1_curves.png of trial 0 not stored (ignored)" in caplog.text
     # A worker starting now cannot create the directory: it trains without plots.
     assert observers_for(study).observers == []
 
@@ -269,6 +285,7 @@ def test_dashboard_api_and_artifacts_over_http(demo: dict) -> None:
         study_id = summaries[0]["study_id"]
         status, body = get(f"{root}/api/studies/{study_id}")
         detail = json.loads(body)
+        assert detail["objective_names"] == ["macro_f1"]  # named, not "Objective 0"
         assert len(detail["trials"]) == 2
         trial = detail["trials"][0]
         assert {a["filename"] for a in trial["artifacts"]} == PLOTS

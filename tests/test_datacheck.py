@@ -219,6 +219,7 @@ def test_label_one_typo_apart_is_a_warning(tmp_path: Path) -> None:
 def test_folds_option_changes_thin_class_verdict(tmp_path: Path) -> None:
     csv_path = write_manifest(tmp_path / "labels.csv", clean_rows(tmp_path, per_class=6))  # 3 groups/class
     assert invoke("data", "check", str(csv_path), "--folds", "3").exit_code == 0
+    assert invoke("data", "check", str(csv_path)).exit_code == 0  # 3 folds, as `hpo study create`'s default
     result = invoke("data", "check", str(csv_path), "--folds", "4")
     assert result.exit_code == 1 and "error few_samples" in normalized(result.stdout)
 
@@ -246,6 +247,59 @@ def test_clean_mask_tree_passes(tmp_path: Path) -> None:
     root = make_mask_tree(tmp_path / "mask", n_people=12, size=(32, 32), with_eval=False)
     report = check_data(root, folds=2)
     assert report.findings == [] and report.n_groups == 12 and report.n_images == 84
+
+
+def eval_findings(root: Path) -> tuple[int, str, dict]:
+    """`hpo data check` on a mask tree: exit code, the text output (one line per finding), the JSON."""
+    text = invoke("data", "check", str(root), "--folds", "2")
+    as_json = invoke("data", "check", str(root), "--folds", "2", "--json")
+    return text.exit_code, normalized(text.stdout), json.loads(as_json.stdout)
+
+
+def test_mask_eval_split_is_checked_through_the_cli(tmp_path: Path) -> None:
+    root = make_mask_tree(tmp_path / "mask", n_people=12, size=(32, 32), n_eval=4)
+    code, out, report = eval_findings(root)
+    assert code == 0 and report["n_eval_images"] == 4 and report["findings"] == [], out
+    info = root / "eval" / "info.csv"
+    lines = info.read_text().splitlines()
+
+    info.write_text("\n".join(["id,ans", *lines[1:]]) + "\n")  # the header users mistype
+    code, out, report = eval_findings(root)
+    assert code == 1
+    assert f"error manifest {info}: missing column 'ImageID' (found: id, ans)" in out
+    assert [f["kind"] for f in report["findings"]] == ["manifest"]
+
+    gone = lines[2].split(",")[0]
+    (root / "eval" / "images" / gone).unlink()  # listed in info.csv, not on disk
+    corrupt = lines[3].split(",")[0]
+    (root / "eval" / "images" / corrupt).write_bytes(b"\xff\xd8 not really a JPEG")
+    info.write_text("\n".join(lines) + "\n")
+    code, out, report = eval_findings(root)
+    assert code == 1
+    assert f"error missing_file {info} row 3: image '{gone}' not found" in out
+    assert f"error corrupt_image eval/images/{corrupt} (row 4)" in out
+    assert sorted(f["kind"] for f in report["findings"]) == ["corrupt_image", "missing_file"]
+    assert report["n_eval_images"] == 3  # the missing one cannot be looked at
+
+
+def test_mask_classes_are_named_in_the_check_and_the_report(tmp_path: Path) -> None:
+    root = make_mask_tree(tmp_path / "mask", n_people=6, size=(32, 32), with_eval=False)
+    result = invoke("data", "check", str(root), "--folds", "2")
+    out = normalized(result.stdout)
+    # the class table: every class by mask/gender/age band, with its count and share
+    assert "0 wear/male/<30 5 11.9%" in out and "17 not wear/female/>=60 1 2.4%" in out
+    assert "error few_samples class '9 incorrect/female/<30': 1 image but 2 folds" in out
+    counts = json.loads(invoke("data", "check", str(root), "--folds", "2", "--json").stdout)["class_counts"]
+    assert list(counts)[:2] == ["0 wear/male/<30", "1 wear/male/30-59"] and len(counts) == 18
+
+    page = write_report(root, tmp_path / "report").html.read_text()
+    assert "<h3>4 wear/female/30-59</h3>" in page and "incorrect/male/&gt;=60" in page
+    # other layouts keep their class names, numeric ones included
+    csv_path = make_csv_dataset(tmp_path / "digits", classes=("0", "1", "4"), per_class=6, size=(32, 32))
+    counts = json.loads(invoke("data", "check", str(csv_path), "--folds", "2", "--json").stdout)[
+        "class_counts"
+    ]
+    assert list(counts) == ["0", "1", "4"]
 
 
 def test_missing_source_is_a_one_line_usage_error(tmp_path: Path) -> None:

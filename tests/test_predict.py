@@ -4,6 +4,7 @@ the submission layouts, atomic output and one-line errors. Real files, real mode
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,12 @@ import torch
 from sklearn.metrics import f1_score
 
 from hpo.models import Bundle, Member, load_bundle, save_bundle
-from tests.datasets import make_mask_tree, mask_label, write_image
+from tests.datasets import make_csv_dataset, make_mask_tree, mask_label, write_image
 from tests.helpers import assert_one_line_error, invoke
 from training.cache import decode_image
 from training.config import RunConfig
 from training.loop import predict_proba
+from training.metrics import mask_attribute_f1
 from training.models import build_model, normalization
 
 CLASSES = tuple(str(c) for c in range(18))
@@ -53,6 +55,13 @@ def bundle_dir(members: list[Member], tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def mask_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mask_tree(tmp_path_factory.mktemp("data") / "mask", n_people=2, size=(40, 30), n_eval=7)
+
+
+def write_manifest(path: Path, rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([["path", "label"], *rows])
+    return path
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -174,6 +183,70 @@ def test_evaluate_and_predict_labels_report_macro_f1(
     expected = f1_score(truth, pred, labels=list(range(18)), average="macro", zero_division=0)
     assert report["macro_f1"] == pytest.approx(expected)
     assert len(report["per_class"]) == 18 and len(rows) == 2 * 7
+    assert all(0 <= int(r[1]) < 18 for r in rows)  # answers stay class indices; names are for reading
+    # the mask layout: classes by name, and macro-F1 per attribute of the class
+    assert report["per_class"]["4"]["name"] == "4 wear/female/30-59"
+    assert report["attribute_f1"] == pytest.approx(mask_attribute_f1(np.array(truth), np.array(pred)))
+    text = invoke("evaluate", "--model", str(bundle_dir), "--data", str(mask_root))
+    assert text.exit_code == 0, text.output
+    assert "17 not wear/female/>=60" in text.stdout
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in report["attribute_f1"].items())
+    assert f"macro-F1 per attribute: {shown}" in " ".join(text.stdout.split())
+    assert report["training_overlap"] is None  # the bundle knows no training data to compare with
+    assert "warning" not in text.stderr
+
+
+def evaluate_json(bundle: Path, data: Path):
+    import json
+
+    result = invoke("evaluate", "--model", str(bundle), "--data", str(data), "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["training_overlap"], " ".join(result.stderr.split())
+
+
+def test_evaluate_warns_when_the_labeled_set_holds_training_images(
+    workdir: Path, members: list[Member], mask_root: Path
+) -> None:
+    from training.config import apply_overrides
+    from training.data import load_table
+
+    train_csv = make_csv_dataset(workdir / "train", classes=("0", "1"), per_class=4, size=(32, 32))
+    trained_on = [apply_overrides(m.config, {"data.source": str(train_csv)}, where="test") for m in members]
+    bundle = save_bundle(
+        Bundle(
+            classes=CLASSES,
+            members=[Member(c, m.state, m.mean, m.std) for c, m in zip(trained_on, members, strict=True)],
+            info={"data_fingerprint": load_table(mask_root).fingerprint()},
+        ),
+        workdir / "model",
+    )
+
+    # a copy of the study's data elsewhere: the fingerprint says it is the training data
+    copy = workdir / "copy-of-mask"
+    shutil.copytree(mask_root, copy)
+    overlap, stderr = evaluate_json(bundle, copy)
+    assert overlap == {"n_images": 14, "n_seen": 14, "how": "same data fingerprint"}
+    assert "warning: 14 of 14 labeled images are images the model was trained on" in stderr
+    assert "not a held-out score" in stderr
+
+    # a set of 3 training files (by path), 2 copies of training images and 2 new images
+    rows = [[f"../train/imgs/0_0{i}.png", "0"] for i in range(3)]
+    (workdir / "mixed").mkdir()
+    for i in range(2):
+        shutil.copy(workdir / "train" / "imgs" / f"1_0{i}.png", workdir / "mixed" / f"copy{i}.png")
+        rows.append([f"copy{i}.png", "1"])
+    for i in range(2):
+        write_image(workdir / "mixed" / f"new{i}.png", (32, 32), seed=900 + i, colour=i)
+        rows.append([f"new{i}.png", str(i)])
+    write_manifest(workdir / "mixed" / "labels.csv", rows)
+    overlap, stderr = evaluate_json(bundle, workdir / "mixed" / "labels.csv")
+    assert overlap == {"n_images": 7, "n_seen": 5, "how": "same files and identical copies"}
+    assert "warning: 5 of 7 labeled images" in stderr
+
+    # held out: new images only, none of them a copy
+    write_manifest(workdir / "mixed" / "held-out.csv", rows[-2:])
+    overlap, stderr = evaluate_json(bundle, workdir / "mixed" / "held-out.csv")
+    assert overlap == {"n_images": 2, "n_seen": 0, "how": "none"} and "warning" not in stderr
 
 
 def test_a_failure_midway_writes_nothing(workdir: Path, bundle_dir: Path) -> None:

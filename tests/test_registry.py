@@ -40,6 +40,8 @@ fixed:
 params:
   optim.lr: {type: float, low: 1.0e-6, high: 3.0e-2, log: true}
 """
+TRIAL_FIGURES = {"curves.png", "confusion.png", "fold1_curves.png", "fold1_confusion.png"}
+TRIAL_FIGURES |= {"fold2_curves.png", "fold2_confusion.png"}
 RETRAIN_ARTIFACTS = {
     "config.json",
     "confusion_matrix.png",
@@ -133,8 +135,34 @@ def test_one_parent_run_with_a_child_run_per_trial(env: Env) -> None:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "f1")]
         assert steps == [1, 2, 3, 4, 5, 6]  # the pruner's step: fold * max_epochs + epoch
         assert download_json(env, run.info.run_id, "config.json") == t.user_attrs["config"]
+        # the same figures as on the dashboard, per fold and for the trial
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= TRIAL_FIGURES
     good, bad = finished
     assert good.value > bad.value  # the enqueued learning rates ordered the trials as intended
+
+
+def test_the_study_run_ends_when_its_budget_is_met(env: Env) -> None:
+    from hpo.tracking import finish_study_run, tracking_observer
+
+    study = optuna.load_study(study_name="m", storage=env.storage)
+    client = MlflowClient(env.url)
+    parent = study.user_attrs["mlflow"]["parent_run_id"]
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.info.end_time is not None
+    assert run.data.tags["foldtune.state"] == "budget met"
+    assert run.data.tags["foldtune.reason"] == "2 of a budget of 2 trials finished"
+    assert run.data.metrics["finished_trials"] == 2
+    assert run.data.metrics["best_cv_f1"] == pytest.approx(trials(env)[0].value)
+
+    logged = len(client.get_metric_history(parent, "finished_trials"))
+    assert finish_study_run(study, budget=2)  # every worker meeting the budget calls it: a no-op now
+    assert len(client.get_metric_history(parent, "finished_trials")) == logged
+    assert not finish_study_run(study, budget=3)  # not met: nothing changes
+    tracking_observer(study)  # a worker starting with a larger budget: the study runs again
+    reopened = client.get_run(parent)
+    assert reopened.info.status == "RUNNING" and reopened.data.tags["foldtune.state"] == "running"
+    assert finish_study_run(study, budget=2)
+    assert client.get_run(parent).info.status == "FINISHED"
 
 
 def test_retrain_logs_artifacts_model_and_moves_champion(env: Env) -> None:
@@ -180,6 +208,20 @@ def test_retrain_logs_artifacts_model_and_moves_champion(env: Env) -> None:
     assert all(m["image_size"] == 32 and len(m["mean"]) == 3 for m in bundle["members"])
     assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pt"))
 
+    # the registered version and its logged model point at each other, as MLflow's UI shows them
+    assert champion.source.startswith("models:/m-")  # the logged model, by its id
+    model = client.get_logged_model(champion.source.removeprefix("models:/"))
+    assert model.source_run_id == run.info.run_id == champion.run_id
+    assert {"name": "M", "version": "1"} in [
+        {k: str(v) for k, v in e.items()} for e in json.loads(model.tags["mlflow.modelVersions"])
+    ]
+    assert run.data.tags["foldtune.registered"] == "models:/M/1"
+    # the out-of-fold report reads the mask layout's classes by name, per attribute too
+    assert report["per_class"]["4"]["name"] == "4 wear/female/30-59"
+    assert set(report["attribute_f1"]) == {"mask", "gender", "age"}
+    assert {"oof_mask_f1", "oof_gender_f1", "oof_age_f1"} <= set(run.data.metrics)
+    assert bundle["info"]["layout"] == "mask"
+
 
 def test_hpo_predict_and_pyfunc_agree_on_the_champion(env: Env) -> None:
     import mlflow.pyfunc
@@ -215,12 +257,19 @@ def test_worse_retrain_does_not_steal_champion_but_force_does(env: Env) -> None:
     worse = invoke("retrain", "m", *common)
     assert worse.exit_code == 0, worse.output
     assert "champion stays version 1" in worse.stdout
+    # full mode scores images it trained on, and says so
+    assert "training macro-F1" in worse.stdout and "not held out" in worse.stdout
+    assert "trial 1 all data, on its training images: macro-F1" in worse.stderr
     client = MlflowClient(env.url, registry_uri=env.url)
     assert client.get_model_version_by_alias("M", "champion").version == "1"
     second = client.get_model_version("M", "2")
     assert second.tags["champion_decision"] == "kept" and second.tags["foldtune.mode"] == "full"
-    bundle_members = client.get_run(second.run_id).data.params["retrain.trials"]
-    assert bundle_members == "1"
+    second_run = client.get_run(second.run_id)
+    assert second_run.data.params["retrain.trials"] == "1"
+    metrics = set(second_run.data.metrics)
+    assert {"train_f1", "train_accuracy"} <= metrics and not {"oof_f1", "train_subset_f1"} & metrics
+    epochs = client.get_metric_history(second.run_id, "trial1/full/train_f1")
+    assert len(epochs) >= 1 and "trial1/full/f1" not in metrics and "trial1/full/val_loss" not in metrics
 
     forced = invoke("retrain", "m", *common, "--force")
     assert forced.exit_code == 0, forced.output
@@ -240,3 +289,29 @@ def test_registry_errors_are_one_line(env: Env) -> None:
     assert not out.exists()
     result = invoke("retrain", "m", "--storage", env.storage, "--trial", "7")
     assert result.exit_code == 2 and "no trial 7" in result.stderr
+
+
+def test_a_pruned_trials_run_is_finished_and_tagged_pruned(env: Env) -> None:
+    """Pruning is a normal end: MLflow shows the run FINISHED, the tag says pruned and why."""
+    from hpo.study import load_spec
+    from hpo.tracking import MlflowObserver, study_tracking
+    from storage import open_storage
+
+    created = invoke(
+        "study", "create", "p", "--space", "space.yaml", "--data", str(env.mask), "--folds", "2",
+        "--storage", env.storage, "--tracking-uri", env.url,
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    study = optuna.load_study(study_name="p", storage=open_storage(env.storage, heartbeat_interval=None))
+    spec = load_spec(study)
+    tracking = study_tracking(study)
+    observer = MlflowObserver(tracking, env.url)
+    trial = study.ask()
+    observer.on_trial_start(trial, spec.space.resolve(spec.base, spec.space.sample(trial)))
+    reason = "pruned in fold 1 epoch 2: F1 credited so far 0.1000 is below its peers"
+    observer.on_trial_end(trial, TrialState.PRUNED, None, reason)
+    study.tell(trial, state=TrialState.PRUNED)
+    client = MlflowClient(env.url)
+    (run,) = client.search_runs([tracking.experiment_id], "tags.`foldtune.trial` = '0'")
+    assert run.info.status == "FINISHED" and run.data.tags["foldtune.state"] == "pruned"
+    assert run.data.tags["foldtune.reason"] == reason and "cv_f1" not in run.data.metrics

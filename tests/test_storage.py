@@ -80,6 +80,29 @@ def test_sqlite_gets_its_directory_and_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_in_memory_sqlite_opens_as_optunas_own_does() -> None:
+    storage = open_storage("sqlite:///:memory:")
+    assert storage.get_heartbeat_interval() is None  # no other process could ever reap its trials
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.optimize(_objective, n_trials=3)
+    reread = optuna.load_study(study_name="s", storage=storage)
+    complete = reread.get_trials(states=(TrialState.COMPLETE,))
+    assert [t.user_attrs for t in complete] == [{"fold_f1": [0.5, 0.7]}] * 3
+    with storage_lock("sqlite:///:memory:", "create:s"):  # a lock within the process
+        assert optuna.get_all_study_names(storage) == ["s"]
+    assert optuna.get_all_study_names(open_storage("sqlite://")) == []  # each call: a new database
+
+
+def test_a_sqlite_error_never_blames_a_server() -> None:
+    from storage._errors import translate
+
+    message = str(translate(TimeoutError("timed out waiting"), "sqlite:////tmp/study.db"))
+    assert "server" not in message and "timed out waiting" in message
+    assert "cannot reach the database server" in str(
+        translate(TimeoutError("timed out"), "postgresql://db/x")
+    )
+
+
 # -------------------------------------------------------------------------- concurrency, processes
 # One pool of spawned worker processes serves every test below: interpreter start-up (imports)
 # is paid once, and each task starts with all N_WORKERS processes meeting at a shared barrier,

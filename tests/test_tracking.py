@@ -4,6 +4,7 @@ server that must not fail a trial."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -109,6 +110,31 @@ def test_local_store_parent_run_is_created_once_and_trials_nest_under_it(workdir
     assert Path(run.info.artifact_uri.removeprefix("file://"), "config.json").is_file()
     assert not (workdir / "mlruns").exists()
 
+    # the trial's figures: on its run, the very PNGs the dashboard lists (rendered once for both)
+    from optuna.artifacts import get_all_artifact_meta
+
+    from storage import open_artifact_store
+
+    run_files = Path(run.info.artifact_uri.removeprefix("file://"))
+    study = optuna.load_study(study_name="s", storage=storage)
+    store = open_artifact_store(study.user_attrs["artifact_store"])
+    metas = get_all_artifact_meta(study.trials[0], storage=study._storage)
+    assert {m.filename for m in metas} == {"curves.png", "confusion.png"} | {
+        f"fold{k}_{kind}.png" for k in (1, 2) for kind in ("curves", "confusion")
+    }
+    for meta in metas:
+        with store.open_reader(meta.artifact_id) as f:
+            assert (run_files / meta.filename).read_bytes() == f.read(), meta.filename
+
+    # retrained and registered on the local store: the logged model lists its version, as a
+    # tracking server would record it
+    retrained = invoke("retrain", "s", "--storage", storage, "--registered-model", "S")
+    assert retrained.exit_code == 0, retrained.output
+    version = client.get_model_version("S", "1")
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": "S", "version": "1"}]
+    assert client.get_run(version.run_id).data.tags["foldtune.registered"] == "models:/S/1"
+
 
 def test_no_mlflow_and_unreachable_servers(workdir: Path) -> None:
     storage = f"sqlite:///{workdir / 'study.db'}"
@@ -144,3 +170,9 @@ def test_a_dead_tracking_server_never_fails_a_trial(
     assert trial.state == TrialState.COMPLETE
     assert "no run for trial 0" in caplog.text
     assert caplog.text.count("hpo.tracking") <= 2  # one warning per trial, not one per epoch
+
+    from hpo.tracking import finish_study_run
+
+    with caplog.at_level(logging.WARNING, logger="hpo.tracking"):
+        assert not finish_study_run(study, budget=1)  # the budget is met, the server is gone
+    assert "the study's run was not ended (ignored)" in caplog.text

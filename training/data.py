@@ -21,6 +21,7 @@ from training.config import ConfigError
 from training.layouts import (
     IMAGE_EXTENSIONS,
     Scan,
+    class_names,
     detect_format,
     existing_source,
     is_mask_eval,
@@ -58,12 +59,18 @@ class ImageTable:
     labels: np.ndarray  # int64 class index per image
     classes: tuple[str, ...]  # class names; index = label
     groups: np.ndarray | None  # group id (str) per image, or None
+    layout: str = "csv"  # csv | imagefolder | mask | sample: how the classes are read (class_names)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def file(self, i: int) -> Path:
         return self.root / self.paths[i]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes as people read them (mask layout: ``"4 wear/female/30-59"``); for display only."""
+        return class_names(self.classes, self.layout)
 
     def fingerprint(self) -> str:
         """Key of the data itself: equal on any machine holding the same files, labels and groups.
@@ -149,6 +156,7 @@ def load_table(source: str | Path, fmt: str = "auto") -> ImageTable:
         labels=labels,
         classes=classes,
         groups=np.array([e.group for e in scan.entries], dtype=object) if scan.has_groups else None,
+        layout=scan.layout,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,15 +21,18 @@ from training.config import ConfigError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MASK_ATTRIBUTES",
     "MASK_CLASSES",
     "Entry",
     "Problem",
     "Scan",
+    "class_names",
     "detect_format",
     "examples",
     "existing_source",
     "is_mask_eval",
     "is_mask_root",
+    "mask_attributes",
     "mask_class_name",
     "plural",
     "scan_csv",
@@ -46,6 +50,7 @@ _GENDERS = {"male": 0, "female": 1}
 _MASK_STATES = ("wear", "incorrect", "not wear")
 _AGE_BANDS = ("<30", "30-59", ">=60")
 MASK_CLASSES = tuple(str(c) for c in range(18))  # the competition's labels: what a submission's `ans` holds
+MASK_ATTRIBUTES = {"mask": _MASK_STATES, "gender": tuple(_GENDERS), "age": _AGE_BANDS}  # value names
 
 Severity = Literal["error", "warning"]
 
@@ -93,11 +98,26 @@ class Scan:
             raise ConfigError(str(errors[0]))
 
 
+def mask_attributes(label):
+    """A mask-layout class index (an int, or an integer array) -> its mask, gender and age-band indices."""
+    return {"mask": label // 6, "gender": label % 6 // 3, "age": label % 3}
+
+
 def mask_class_name(label: str) -> str:
     """A mask-layout class as people read it: ``"4"`` -> ``"4 wear/female/30-59"``."""
-    c = int(label)
-    gender = "male" if (c % 6) // 3 == 0 else "female"
-    return f"{c} {_MASK_STATES[c // 6]}/{gender}/{_AGE_BANDS[c % 3]}"
+    parts = mask_attributes(int(label))
+    return f"{label} " + "/".join(MASK_ATTRIBUTES[k][v] for k, v in parts.items())
+
+
+def class_names(classes: Sequence[str], layout: str | None) -> tuple[str, ...]:
+    """How people read a dataset's classes: for the mask layout (``layout == "mask"`` and every class
+    one of :data:`MASK_CLASSES`) ``"4 wear/female/30-59"``; any other classes as they are.
+
+    Names are for reading only: labels, submissions (``ans``) and bundles keep the classes themselves.
+    """
+    if layout == "mask" and classes and all(c in MASK_CLASSES for c in classes):
+        return tuple(mask_class_name(c) for c in classes)
+    return tuple(classes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,17 +8,21 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from hpo.cli._app import console, data_app, err, quiet, user_errors
 from hpo.errors import UserError
+from training.config import CVConfig
 
 DataArg = Annotated[
     str, typer.Argument(help="CSV manifest, ImageFolder root, mask-layout root, or 'sample'.")
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="auto | csv | imagefolder | mask | sample")]
 _SHOWN_PER_KIND = 20  # text output lists this many findings of a kind; --json has them all
+_SHOWN_CLASSES = 40  # rows of the class table; --json has them all
 
 
 @contextmanager
@@ -51,8 +55,14 @@ def data_check(
     data: DataArg,
     fmt: FormatOpt = "auto",
     folds: Annotated[
-        int, typer.Option(help="k of the planned k-fold: classes need k images (k groups).")
-    ] = 5,
+        int,
+        typer.Option(
+            help="k of the planned k-fold: classes need k images (k groups). Default: "
+            f"{CVConfig().folds}, as `hpo study create` without --folds; pass the space's cv.folds "
+            "if it fixes one (mask: 5)",
+            show_default=False,
+        ),
+    ] = CVConfig().folds,
     near_similarity: Annotated[
         float,
         typer.Option(
@@ -92,6 +102,7 @@ def _print_findings(report) -> None:
     for kind, n in shown.items():
         if n > _SHOWN_PER_KIND:
             console.print(f"... and {n - _SHOWN_PER_KIND} more {kind} (--json lists all)", highlight=False)
+    _print_class_counts(report.class_counts)
     groups = f", {report.n_groups} groups" if report.n_groups is not None else ""
     verdict = "[red]errors: fix them before training[/]" if report.errors else "[green]ok[/]"
     console.print(
@@ -100,6 +111,22 @@ def _print_findings(report) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _print_class_counts(counts: dict[str, int]) -> None:
+    """Images per class, by readable name (mask layout: "4 wear/female/30-59"), smallest share marked."""
+    if not counts:
+        return
+    total = sum(counts.values())
+    smallest = min(counts.values())
+    table = Table("class", "images", "share", box=box.SIMPLE, pad_edge=False, show_edge=False)
+    for i, (name, n) in enumerate(counts.items()):
+        if i == _SHOWN_CLASSES:
+            table.add_row(f"... {len(counts) - i} more classes (--json lists all)", "", "")
+            break
+        style = "yellow" if n == smallest and len(counts) > 1 else None
+        table.add_row(escape(name), str(n), f"{n / total:.1%}", style=style)
+    console.print(table)
 
 
 @data_app.command("report")

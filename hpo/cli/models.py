@@ -6,6 +6,7 @@ import os
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hpo.cli._app import StorageOpt, app, console, err, user_errors
@@ -94,6 +95,8 @@ def print_retrain(result) -> None:
         err.print(f"skipped trial {skipped}: same params as trial {better}", highlight=False)
     trials = ", ".join(map(str, result.trials))
     oof = f", out-of-fold {result.oof_f1:.4f}" if result.oof_f1 is not None else ""
+    if result.train_f1 is not None:
+        oof += f", training macro-F1 {result.train_f1:.4f} (on images it trained on, not held out)"
     console.print(
         f"retrained trial(s) {trials} ({result.mode}, {result.n_members} member(s)): "
         f"CV macro-F1 {result.cv_f1:.4f}{oof}"
@@ -153,6 +156,7 @@ def predict(
     )
     if result.report is not None:
         _print_report(result.report)
+        _warn_overlap(result.overlap)
 
 
 @app.command()
@@ -178,18 +182,32 @@ def evaluate(
     )
     if as_json:
         console.print_json(json.dumps(result.report))
-        return
-    console.print(
-        f"{result.n_images} images, {result.n_members} member(s), tta={result.tta}, vote={result.vote}"
-    )
-    _print_report(result.report)
+    else:
+        console.print(
+            f"{result.n_images} images, {result.n_members} member(s), tta={result.tta}, vote={result.vote}"
+        )
+        _print_report(result.report)
+    _warn_overlap(result.overlap)
 
 
 def _print_report(report: dict) -> None:
     table = Table("class", "precision", "recall", "F1", "support", title="per class")
-    for name, row in report["per_class"].items():
+    for cls, row in report["per_class"].items():
         table.add_row(
-            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+            escape(row.get("name", cls)),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
         )
     console.print(table)
     console.print(f"macro-F1 [bold]{report['macro_f1']:.4f}[/]  accuracy {report['accuracy']:.4f}")
+    if attributes := report.get("attribute_f1"):  # mask layout
+        shown = ", ".join(f"{name} {f1:.4f}" for name, f1 in attributes.items())
+        console.print(f"macro-F1 per attribute: {shown}")
+
+
+def _warn_overlap(overlap) -> None:
+    """On stderr, so --json stays parseable; --quiet still shows it: it changes what the score means."""
+    if overlap is not None and overlap.n_seen:
+        err.print(f"[yellow]warning:[/] {escape(overlap.message())}", highlight=False, soft_wrap=True)

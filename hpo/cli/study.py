@@ -14,6 +14,7 @@ from rich.table import Table
 from hpo.cli._app import StorageOpt, app, console, err, study_app, user_errors
 from hpo.cli.models import TrackingOpt, print_retrain
 from hpo.cli.progress import finished_count, print_status, with_trial_progress
+from training.config import CVConfig
 
 
 @study_app.command("create")
@@ -25,7 +26,13 @@ def study_create(
     ],
     data: Annotated[str, typer.Option(help="CSV manifest, ImageFolder root, mask-layout root, or 'sample'.")],
     storage: StorageOpt = None,
-    folds: Annotated[int, typer.Option(help="k of the k-fold objective.")] = 3,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            help=f"k of the k-fold objective. Default: the space's fixed cv.folds, else {CVConfig().folds}",
+            show_default=False,
+        ),
+    ] = None,
     sampler: Annotated[str, typer.Option(help="tpe | cmaes | gp | random | grid")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median | hyperband | sh | wilcoxon | none")] = "median",
     seed: Annotated[int, typer.Option(help="Seed for folds and samplers.")] = 0,

@@ -49,8 +49,9 @@ from typing import Any
 from hpo.data._duplicates import NEAR_SIMILARITY, duplicates
 from hpo.data._images import inspect_all, mode_findings
 from hpo.data._labels import fold_findings, group_split, label_typos
+from training.config import CVConfig
 from training.data import scan_labeled
-from training.layouts import Problem, is_mask_eval, mask_class_name, scan_mask_eval
+from training.layouts import Problem, class_names, is_mask_eval, scan_mask_eval
 
 __all__ = ["KINDS", "CheckReport", "check_data"]
 
@@ -88,7 +89,7 @@ class CheckReport:
     n_classes: int = 0
     n_groups: int | None = None
     n_eval_images: int | None = None  # mask layout with an eval split
-    class_counts: dict[str, int] = field(default_factory=dict)  # readable class name -> images
+    class_counts: dict[str, int] = field(default_factory=dict)  # readable class name -> images, class order
     findings: list[Problem] = field(default_factory=list)
 
     @property
@@ -126,7 +127,7 @@ def check_data(
     source: str | Path,
     *,
     fmt: str = "auto",
-    folds: int = 5,
+    folds: int = CVConfig().folds,
     near_similarity: float = NEAR_SIMILARITY,
     progress: Callable[[int, int], None] | None = None,
     threads: int | None = None,
@@ -170,12 +171,13 @@ def check_data(
     report.n_images = len(entries)
     report.n_classes = len(set(labels))
     report.n_groups = len({e.group for e in entries}) if scan.has_groups else None
-    name = mask_class_name if scan.layout == "mask" else str
-    report.class_counts = {name(c): labels.count(c) for c in sorted(set(labels), key=_class_order)}
+    present = sorted(set(labels), key=_class_order)
+    names = class_names(present, scan.layout)  # mask layout: "4 wear/female/30-59"
+    report.class_counts = {name: labels.count(c) for c, name in zip(present, names, strict=True)}
     if scan.layout != "mask":  # mask labels are computed from folder names, never typed
         findings += label_typos(entries)
     if not any(f.kind == "few_classes" for f in findings):
-        findings += fold_findings(entries, folds, scan.has_groups)
+        findings += fold_findings(entries, folds, scan.has_groups, dict(zip(present, names, strict=True)))
     if scan.has_groups and scan.layout != "mask":
         findings += group_split(entries)
     findings += duplicates(entries, images, near_similarity)

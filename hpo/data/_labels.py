@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from training.layouts import Entry, Problem, plural
 
 __all__ = ["fold_findings", "group_split", "label_typos"]
 
+_INTEGER = re.compile(r"-?\d+")
 _PURE_GROUPS = 0.8  # groups count as "meant to hold one class" when this share of them do
 
 
@@ -71,9 +73,14 @@ def _edit_distance(a: str, b: str, limit: int) -> int:
     return previous[-1]
 
 
-def fold_findings(entries: list[Entry], folds: int, has_groups: bool) -> list[Problem]:
+def fold_findings(
+    entries: list[Entry], folds: int, has_groups: bool, names: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Classes (and the dataset) with fewer images or groups than folds; ``names``: label -> how the
+    findings name it (mask layout: "4 wear/female/30-59")."""
     labels = [e.label for e in entries]
-    classes = sorted(set(labels))
+    classes = sorted(set(labels), key=lambda c: (0, int(c)) if _INTEGER.fullmatch(c) else (1, c))
+    names = names or {}
     if len(classes) < 2:
         return [
             Problem(
@@ -105,7 +112,7 @@ def fold_findings(entries: list[Entry], folds: int, has_groups: bool) -> list[Pr
             out.append(
                 Problem(
                     "few_samples",
-                    f"class '{label}'",
+                    f"class '{names.get(label, label)}'",
                     f"{plural(count, 'image')} but {folds} folds; "
                     "add images of this class, merge or drop it, or lower the folds",
                 )
@@ -114,7 +121,7 @@ def fold_findings(entries: list[Entry], folds: int, has_groups: bool) -> list[Pr
             out.append(
                 Problem(
                     "few_samples",
-                    f"class '{label}'",
+                    f"class '{names.get(label, label)}'",
                     f"its {count} images come from {plural(n_groups, 'group')} but {folds} folds; add images "
                     "from other groups or lower the folds",
                 )

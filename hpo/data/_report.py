@@ -108,7 +108,7 @@ def _write_files(
         written.append(name)
         return name
 
-    balance = save("class_balance.png", _bar_chart(table.classes, counts, "images per class", "images"))
+    balance = save("class_balance.png", _bar_chart(table.class_names, counts, "images per class", "images"))
     group_png, group_rows = None, []
     if table.groups is not None:
         group_png, group_rows = _group_section(table, save)
@@ -177,7 +177,7 @@ def _group_section(table: ImageTable, save: Callable[[str, bytes], str]) -> tupl
             horizontal=False, xlabel="images in the group",
         )  # fmt: skip
     rows = [
-        (str(g), n, ", ".join(table.classes[c] for c in sorted(classes_of[g])))
+        (str(g), n, ", ".join(table.class_names[c] for c in sorted(classes_of[g])))
         for g, n in ordered[:_MAX_ROWS]
     ]
     return save("group_sizes.png", png), rows
@@ -306,7 +306,7 @@ def _page(
             ("class", "images", "share"),
             [
                 (name, int(n), f"{n / total:.1%}")
-                for name, n in sorted(zip(table.classes, counts, strict=True), key=lambda kv: -kv[1])
+                for name, n in sorted(zip(table.class_names, counts, strict=True), key=lambda kv: -kv[1])
             ][:_MAX_ROWS],
         ),
         f'<img src="{e(balance)}" alt="images per class">',
@@ -330,7 +330,7 @@ def _page(
         f'<img src="{e(size_png)}" alt="image size histogram">',
         "<h2>Samples per class</h2>",
     ]
-    for name, grid in zip(table.classes, grids, strict=True):
+    for name, grid in zip(table.class_names, grids, strict=True):
         parts.append(
             f'<div class="grid"><h3>{e(name)}</h3><img src="{e(grid)}" alt="samples of {e(name)}"></div>'
         )

@@ -56,9 +56,10 @@ def optuna_plots(study: optuna.Study, directory: Path) -> list[Path]:
 
 def report_text(report: dict, *, title: str) -> str:
     """The per-class report as a fixed-width table (what sklearn's classification_report prints)."""
-    width = max([len(name) for name in report["per_class"]] + [9])
+    names = [row.get("name", cls) for cls, row in report["per_class"].items()]
+    width = max([len(name) for name in names] + [9])
     lines = [title, "", f"{'class':>{width}}  precision  recall  f1-score  support"]
-    for name, row in report["per_class"].items():
+    for name, row in zip(names, report["per_class"].values(), strict=True):
         lines.append(
             f"{name:>{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
             f"{row['f1']:8.3f}  {row['support']:7d}"
@@ -68,4 +69,6 @@ def report_text(report: dict, *, title: str) -> str:
         f"{'macro-F1':>{width}}  {report['macro_f1']:.4f}",
         f"{'accuracy':>{width}}  {report['accuracy']:.4f}",
     ]
+    for attribute, f1 in report.get("attribute_f1", {}).items():
+        lines.append(f"{attribute + ' F1':>{width}}  {f1:.4f}")
     return "\n".join(lines) + "\n"

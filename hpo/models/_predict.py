@@ -25,6 +25,7 @@ import numpy as np
 from hpo.errors import UserError
 from hpo.models._bundle import VOTES, Bundle, load_bundle
 from hpo.models._ensemble import Ensemble, tta_views
+from hpo.models._overlap import Overlap, training_overlap
 from hpo.models._registry import download_model
 from training.cache import load_images
 from training.config import DataConfig
@@ -74,6 +75,7 @@ class PredictResult:
     n_members: int
     report: dict[str, Any] | None = None  # with labels: macro_f1, accuracy, per-class, confusion
     classes: tuple[str, ...] = field(default=())
+    overlap: Overlap | None = None  # with labels: how many images the model trained on (None: unknown)
 
 
 def predict(
@@ -129,7 +131,12 @@ def evaluate(
     cache_dir: str | Path = DataConfig().cache_dir,
     tracking_uri: str | None = None,
 ) -> PredictResult:
-    """Macro-F1 and the per-class report of ``model`` on the labeled set ``data``."""
+    """Macro-F1 and the per-class report of ``model`` on the labeled set ``data``.
+
+    The report names the classes (mask layout: "4 wear/female/30-59", plus ``attribute_f1``: macro-F1
+    of mask, gender and age band) and says in ``training_overlap`` how many images the model was
+    trained on (``hpo.models._overlap``); the result's ``overlap`` holds the same.
+    """
     result, _, _ = _run(
         model,
         data,
@@ -166,10 +173,13 @@ def _run(
     if vote not in VOTES:
         raise UserError(f"--vote: unknown '{vote}'; use one of: {', '.join(VOTES)}")
 
-    y_true = None
+    y_true, layout, overlap = None, None, None
     if labels:
         labeled = load_table(data)
         y_true = _model_labels(labeled, bundle, data)
+        # classes read as the model's training data reads them (older bundles: as the labeled set's)
+        layout = bundle.info.get("layout") or labeled.layout
+        overlap = training_overlap(bundle, labeled)
         table = UnlabeledTable(labeled.root, labeled.paths, labeled.paths)
     else:
         table = load_unlabeled(data)
@@ -186,7 +196,10 @@ def _run(
         "predicting %d images with %d member(s), tta=%s, vote=%s", len(table), len(bundle.members), tta, vote
     )
     probs = ensemble.predict(lambda size: load_images(keyed, size, cache_dir), tta=tta, vote=vote)
-    report = classification_report(y_true, probs, bundle.classes) if y_true is not None else None
+    report = None
+    if y_true is not None:
+        report = classification_report(y_true, probs, bundle.classes, layout=layout)
+        report["training_overlap"] = overlap.to_dict() if overlap is not None else None
     result = PredictResult(
         out=None,
         n_images=len(table),
@@ -196,6 +209,7 @@ def _run(
         n_members=len(bundle.members),
         report=report,
         classes=bundle.classes,
+        overlap=overlap,
     )
     return result, table, probs
 

@@ -7,6 +7,7 @@ retrains finishing together cannot both believe they won.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpo.errors import UserError, short_error
+from hpo.mlflow_compat import LOGGED_MODEL_VERSIONS_TAG
 from hpo.models._bundle import find_bundle
 from hpo.tracking import client, resolve_tracking_uri
 from storage import redact
@@ -80,6 +82,8 @@ def register_version(
         tags={**tags, "cv_f1": repr(float(cv_f1))},
         model_id=model_id,
     ).version
+    if model_id is not None:
+        _link_logged_model(mlflow_client, model_id, name, str(version))
     with lock or nullcontext():
         current = _champion(mlflow_client, name)
         previous_f1 = _cv_f1(current) if current is not None else None
@@ -104,6 +108,20 @@ def register_version(
         previous_version=current.version if current is not None else None,
         previous_cv_f1=previous_f1,
     )
+
+
+def _link_logged_model(mlflow_client, model_id: str, name: str, version: str) -> None:
+    """List the version on its logged model, as MLflow's UI reads it (the version already names the
+    model by its source and model id, and its run); a lost link is a warning, not a lost version."""
+    try:
+        tags = mlflow_client.get_logged_model(model_id).tags
+        listed = json.loads(tags.get(LOGGED_MODEL_VERSIONS_TAG) or "[]")
+        if not any(e.get("name") == name and str(e.get("version")) == version for e in listed):
+            value = json.dumps([*listed, {"name": name, "version": version}])
+            mlflow_client.set_logged_model_tags(model_id, {LOGGED_MODEL_VERSIONS_TAG: value})
+    except Exception as exc:
+        reason = short_error(exc)
+        log.warning("logged model %s does not list %s version %s: %s", model_id, name, version, reason)
 
 
 def _champion(mlflow_client, name: str):

@@ -5,7 +5,9 @@ Modes:
 - ``folds``: train every CV fold again (the study's folds: same ``cv.folds`` and ``cv.seed``) and keep
   the k fold models as an ensemble; out-of-fold predictions give the confusion matrix and report.
 - ``full``: train once on all images for the trial's best epoch count (the largest best epoch over its
-  folds), no early stopping; metrics on a fixed training subset only say the fit worked.
+  folds), no early stopping. Its F1 is measured on a fixed subset of the images it trained on and named
+  so everywhere (``train_f1``, ``trial<n>/full/train_f1``): it says the fit worked, not how well the
+  model generalizes.
 
 The version's ``cv_f1`` (what decides the ``champion`` alias) is the study's cross-validated
 macro-F1 of the trial, for a top-k ensemble that of its best member: a measured number, not one
@@ -57,7 +59,8 @@ log = logging.getLogger(__name__)
 MODES = ("folds", "full")
 _TRAIN_SUBSET = 512  # images scored each epoch in full mode (fit needs a validation set)
 
-OnFold = Callable[[int, str, float], None]  # (trial number, "fold 2/3" | "all data", F1)
+# (trial number, "fold 2/3" | "all data, on its training images", F1): full mode's F1 is a training F1
+OnFold = Callable[[int, str, float], None]
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class RetrainResult:
     mode: str
     cv_f1: float
     oof_f1: float | None  # folds mode: macro-F1 of the ensemble's out-of-fold predictions
+    train_f1: float | None  # full mode: macro-F1 on a subset of the training images (not held out)
     run_id: str
     experiment_id: str
     model_uri: str  # the logged model (models:/<model id>)
@@ -205,7 +209,12 @@ def retrain(
             report = _log_evaluation(retrained, title=f"{name} {label} ({mode})", mode=mode)
             _log_study_plots(study, tmp / "optuna", target, cv_f1=cv_f1)
             info = {"study": name, "trials": numbers, "mode": mode, "cv_f1": cv_f1, "storage": redact(url)}
-            bundle = _bundle(retrained, info={**info, "data_fingerprint": spec.data_fingerprint})
+            # the layout says how the classes read (mask: "4 wear/female/30-59"); the fingerprint
+            # lets `hpo evaluate` tell the training data from held-out data
+            layout = retrained[-1].data.table.layout
+            bundle = _bundle(
+                retrained, info={**info, "data_fingerprint": spec.data_fingerprint, "layout": layout}
+            )
             example = retrained[-1].data.table.file(0).read_bytes()  # what the pyfunc's `image` column takes
             model = log_bundle_model(bundle, tmp, example_image=example)
             registered = register_version(
@@ -232,6 +241,7 @@ def retrain(
         mode=mode,
         cv_f1=cv_f1,
         oof_f1=report["macro_f1"] if mode == "folds" else None,
+        train_f1=report["macro_f1"] if mode == "full" else None,
         run_id=run.info.run_id,
         experiment_id=target.experiment_id,
         model_uri=model.model_uri,
@@ -327,7 +337,7 @@ def _retrain_full(
 
     def on_epoch(stats: EpochStats) -> None:
         history.setdefault(0, []).append(stats)
-        _log_epoch(f"trial{t.number}/full", stats)
+        _log_epoch(f"trial{t.number}/full", stats, on_training_images=True)
 
     everything = np.arange(len(data.table), dtype=np.int64)
     result = fit(
@@ -341,7 +351,7 @@ def _retrain_full(
     state = load_checkpoint(workdir / "full" / "best.pt")  # config, classes, mean/std
     state["model"] = load_checkpoint(workdir / "full" / "last.pt")["model"]  # the final epoch's weights
     if on_fold is not None:
-        on_fold(t.number, "all data", result.history[-1].f1)
+        on_fold(t.number, "all data, on its training images", result.history[-1].f1)
     member = Member.from_checkpoint(state, trial=t.number, fold=None, cv_f1=t.value, epochs=epochs)
     return _Retrained(t, config, data, [member], None, history)
 
@@ -350,22 +360,23 @@ def _log_evaluation(retrained: list[_Retrained], *, title: str, mode: str) -> di
     """Out-of-fold report (folds mode) or one on a training subset (full mode), with its figures."""
     import mlflow
 
-    data = retrained[-1].data
-    classes = tuple(data.table.classes)
-    labels = data.table.labels
+    table = retrained[-1].data.table
+    classes, labels = tuple(table.classes), table.labels
     if retrained[0].oof is not None:
         y_true, where, prefix = labels, "out-of-fold", "oof"
         probs = np.mean([r.oof for r in retrained], axis=0)
     else:
         idx = _train_subset(len(labels))
-        y_true, where, prefix = labels[idx], "training subset (seen in training)", "train_subset"
-        probs = _predict_members([m for r in retrained for m in r.members], data, idx, classes)
-    report = classification_report(y_true, probs, classes)
+        y_true, where, prefix = labels[idx], "training images (not held out)", "train"
+        probs = _predict_members([m for r in retrained for m in r.members], retrained[-1].data, idx, classes)
+    report = classification_report(y_true, probs, classes, layout=table.layout)
     mlflow.log_metrics({f"{prefix}_f1": report["macro_f1"], f"{prefix}_accuracy": report["accuracy"]})
+    for attribute, f1 in report.get("attribute_f1", {}).items():  # mask layout: mask, gender, age
+        mlflow.log_metric(f"{prefix}_{attribute}_f1", f1)
     mlflow.log_dict(report, "classification_report.json")
     mlflow.log_text(report_text(report, title=f"{title}: {where}"), "classification_report.txt")
     mlflow.log_figure(
-        plot_confusion(y_true, probs.argmax(axis=1), classes, title=f"{title}: {where}"),
+        plot_confusion(y_true, probs.argmax(axis=1), table.class_names, title=f"{title}: {where}"),
         "confusion_matrix.png",
     )
     for i, r in enumerate(retrained):
@@ -401,14 +412,17 @@ def _bundle(retrained: list[_Retrained], *, info: dict[str, Any]) -> Bundle:
 # ---------------------------------------------------------------------------------------------
 
 
-def _log_epoch(prefix: str, stats: EpochStats) -> None:
+def _log_epoch(prefix: str, stats: EpochStats, *, on_training_images: bool = False) -> None:
+    """An epoch's metrics; ``on_training_images``: its "validation" ran on images it trains on (full
+    mode), so its loss and F1 are named as training numbers."""
     import mlflow
 
+    scored = "train_subset_loss" if on_training_images else "val_loss"
     mlflow.log_metrics(
         {
             f"{prefix}/train_loss": stats.train_loss,
-            f"{prefix}/val_loss": stats.val_loss,
-            f"{prefix}/f1": stats.f1,
+            f"{prefix}/{scored}": stats.val_loss,
+            f"{prefix}/{'train_f1' if on_training_images else 'f1'}": stats.f1,
             f"{prefix}/lr": stats.lr,
         },
         step=stats.epoch,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from hpo.errors import UserError
 from hpo.records import study_record, write_study
 from hpo.space import SearchSpace, load_space
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
-from hpo.study._spec import StudySpec
+from hpo.study._spec import StudySpec, spec_differences
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
 from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
 from training.data import ImageTable, load_table
 
 __all__ = [
+    "METRIC_NAME",
     "artifact_location",
     "create_study",
     "delete_study",
@@ -30,6 +32,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+METRIC_NAME = "macro_f1"  # what a trial's value is: the mean over folds of the best-epoch macro-F1
 DEFAULT_STORAGE = "sqlite:///.hpo/foldtune.db"
 DEFAULT_ARTIFACTS = ".hpo/artifacts"
 
@@ -50,7 +53,7 @@ def create_study(
     space: str | Path,
     data: str,
     storage: str | None = None,
-    folds: int = 3,
+    folds: int | None = None,
     sampler: str = "tpe",
     pruner: str = "median",
     seed: int = 0,
@@ -58,6 +61,8 @@ def create_study(
 ) -> tuple[optuna.Study, bool]:
     """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created).
 
+    ``folds``: k of the k-fold objective; None keeps the space's fixed ``cv.folds``, else the run
+    config's default (3). A value given replaces the space's fixed one, in the stored space too.
     ``artifacts`` (default ``.hpo/artifacts``) is the directory for trial plots; its absolute path is
     kept in the study so that every worker and the dashboard use the same one.
     """
@@ -65,21 +70,21 @@ def create_study(
         raise UserError(f"--sampler: unknown '{sampler}'; use one of: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise UserError(f"--pruner: unknown '{pruner}'; use one of: {', '.join(PRUNERS)}")
-    if folds < 2:
+    if folds is not None and folds < 2:
         raise UserError(f"--folds: {folds} is too few for k-fold cross-validation; use 2 or more")
-    if pruner in FOLD_LEVEL_PRUNERS and folds < WILCOXON_MIN_FOLDS:
+    loaded_space = _with_folds(load_space(space), folds, space_arg=str(space))
+    source = data if data == "sample" else str(Path(data).resolve())
+    table = load_table(source)
+    base = loaded_space.resolve(RunConfig(data=DataConfig(source=source)), {})
+    base = apply_overrides(base, {"cv.seed": seed}, where="hpo study create")
+    if pruner in FOLD_LEVEL_PRUNERS and base.cv.folds < WILCOXON_MIN_FOLDS:
         log.warning(
             "--pruner %s with %d folds never prunes: it compares whole folds and stops a trial early "
             "only with %d or more; use more --folds or an epoch-level pruner (median, hyperband)",
             pruner,
-            folds,
+            base.cv.folds,
             WILCOXON_MIN_FOLDS,
         )
-    loaded_space = load_space(space)
-    source = data if data == "sample" else str(Path(data).resolve())
-    table = load_table(source)
-    base = loaded_space.resolve(RunConfig(data=DataConfig(source=source)), {})
-    base = apply_overrides(base, {"cv.folds": folds, "cv.seed": seed}, where="hpo study create")
     _check_trials_can_run(loaded_space, base, table, space_arg=str(space), data_arg=data)
     spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed)
     url = storage_url(storage)
@@ -90,11 +95,14 @@ def create_study(
             study = optuna.load_study(study_name=name, storage=backend)
         except KeyError:
             study = optuna.create_study(study_name=name, storage=backend, direction="maximize")
+            _name_the_objective(study)
             artifact_store = str(artifact_dir(artifacts or DEFAULT_ARTIFACTS))
             write_study(study, {"foldtune": spec.to_dict(), "artifact_store": artifact_store})
             return study, True
     existing = load_spec(study)
     _check_same(name, existing, spec)
+    if study.metric_names is None:  # made before foldtune named it
+        _name_the_objective(study)
     stored = artifact_location(study)
     if artifacts is not None and stored is not None and str(artifact_dir(artifacts)) != stored:
         raise UserError(
@@ -185,13 +193,29 @@ def _check_trials_can_run(
             raise ConfigError(f"--data {data_arg} with {folds} folds: {exc}") from None
 
 
-def _check_same(name: str, existing: StudySpec, wanted: StudySpec) -> None:
-    old, new = existing.to_dict(), wanted.to_dict()
-    # The data path may differ between machines; the fingerprint is what must match.
-    old["base_config"]["data"].pop("source"), new["base_config"]["data"].pop("source")
-    differing = [key for key in new if old[key] != new[key]]
-    if differing:
+def _name_the_objective(study: optuna.Study) -> None:
+    """The dashboard, trials_dataframe and Optuna's plots call the value ``macro_f1``, not "Objective 0"."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC_NAME])
+
+
+def _with_folds(space: SearchSpace, folds: int | None, *, space_arg: str) -> SearchSpace:
+    """The space with ``--folds`` as its fixed ``cv.folds``, so the study stores what its trials use."""
+    if folds is None:
+        return space
+    if "cv.folds" in space.params:
         raise UserError(
-            f"study '{name}' already exists with a different {', '.join(differing)}; "
-            "use a new study name, or the same --space/--data/--folds/--sampler/--pruner/--seed as before"
+            f"--folds {folds}: the space {space_arg} searches cv.folds; leave out --folds, or fix "
+            "cv.folds in the space"
+        )
+    return space.model_copy(update={"fixed": {**space.fixed, "cv.folds": folds}})
+
+
+def _check_same(name: str, existing: StudySpec, wanted: StudySpec) -> None:
+    """Refuse a study of the same name made from other inputs, naming each input that differs."""
+    if differences := spec_differences(existing.to_dict(), wanted.to_dict()):
+        raise UserError(
+            f"study '{name}' already exists with {'; '.join(differences)}; use a new study name, or "
+            "the inputs it was created with"
         )

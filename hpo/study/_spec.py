@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,9 @@ from hpo.space import SearchSpace
 from training.config import RunConfig
 from training.data import ImageTable
 
-__all__ = ["StudySpec"]
+__all__ = ["StudySpec", "spec_differences"]
+
+_SHOWN = 3  # space settings named in a conflict; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,48 @@ class StudySpec:
                 f"data at {source} differs from the study's (fingerprint {found} != "
                 f"{self.data_fingerprint}); pass --data with the dataset the study was created on"
             )
+
+
+def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Each input that differs between two ``StudySpec.to_dict()``, as ``"cv.folds 5 (now 3)"``.
+
+    The run config is named by its settings; a setting the space fixes or searches is named through
+    the space, except ``cv.folds`` (``--folds`` or the space's: the folds the trials run), and
+    ``cv.seed`` through the seed. The data path may differ between machines and is
+    left out: the fingerprint is what must match.
+    """
+    out = []
+    if old["data_fingerprint"] != new["data_fingerprint"]:
+        out.append(f"other data (fingerprint {old['data_fingerprint']}, now {new['data_fingerprint']})")
+    old_space, new_space = old["space"], new["space"]
+    in_space = []
+    for section in ("fixed", "params"):
+        for key in sorted({*old_space[section], *new_space[section]}):
+            a, b = old_space[section].get(key), new_space[section].get(key)
+            if a != b and (section, key) != ("fixed", "cv.folds"):  # folds: named by the run config below
+                in_space.append(f"{section}.{key} {_shown(a)} (now {_shown(b)})")
+    if in_space:
+        more = f", and {len(in_space) - _SHOWN} more" if len(in_space) > _SHOWN else ""
+        out.append(f"another space ({', '.join(in_space[:_SHOWN])}{more})")
+    elif old_space.get("description") != new_space.get("description"):
+        out.append("another space description")
+    by_space = {*old_space["fixed"], *old_space["params"], *new_space["fixed"], *new_space["params"]}
+    old_base, new_base = _leaves(old["base_config"]), _leaves(new["base_config"])
+    for path in sorted({*old_base, *new_base} - (by_space - {"cv.folds"}) - {"data.source", "cv.seed"}):
+        if old_base.get(path) != new_base.get(path):
+            out.append(f"{path} {_shown(old_base.get(path))} (now {_shown(new_base.get(path))})")
+    for key in ("sampler", "pruner", "seed"):
+        if old[key] != new[key]:
+            out.append(f"{key} {_shown(old[key])} (now {_shown(new[key])})")
+    return out
+
+
+def _leaves(config: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{key}": v for section, values in config.items() for key, v in values.items()}
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    if value is None:
+        return "unset"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

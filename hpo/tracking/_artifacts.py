@@ -1,10 +1,13 @@
-"""Trial plots for optuna-dashboard: learning curves and confusion matrices, uploaded as Optuna artifacts.
+"""Trial figures: learning curves and confusion matrices, rendered once per trial and stored where users
+look - the dashboard's artifact store, the trial's MLflow run, or both.
 
 Per finished fold: ``fold<k>_curves.png`` (train/val loss and val macro-F1 by epoch) and
 ``fold<k>_confusion.png`` (that fold's out-of-fold predictions at its best epoch). At trial end:
 ``curves.png`` with every fold, including a fold cut short by pruning, and, for a complete trial,
-``confusion.png`` over all out-of-fold predictions. Files go to the study's artifact store and are
-listed on the trial's page in `hpo dashboard`.
+``confusion.png`` over all out-of-fold predictions. Classes carry their readable names (mask layout:
+"4 wear/female/30-59"). :class:`TrialFigures` renders each figure once and hands the PNG to every
+sink: :class:`ArtifactSink` lists it on the trial's page in `hpo dashboard`, ``MlflowObserver``
+logs it to the trial's run.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import io
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Protocol
 
 import numpy as np
 import optuna
@@ -29,16 +34,34 @@ from training.cv import Fold, FoldResult
 from training.data import ImageTable
 from training.loop import EpochStats
 
-__all__ = ["ArtifactObserver", "upload_png"]
+__all__ = ["ArtifactSink", "PngSink", "TrialFigures", "upload_png"]
 
 log = logging.getLogger(__name__)
 
 
-class ArtifactObserver(TrialObserver):
-    """Uploads each trial's plots to ``store``; one instance per worker process, trials in sequence."""
+class PngSink(Protocol):
+    """Where a trial's figures go; a sink that fails is logged and skipped, the others still get them."""
+
+    def put_png(self, trial: optuna.Trial, filename: str, png: bytes) -> None: ...
+
+
+class ArtifactSink:
+    """The study's Optuna artifact store: the figures appear on the trial's page in `hpo dashboard`."""
 
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
+
+    def put_png(self, trial: optuna.Trial, filename: str, png: bytes) -> None:
+        upload_png(self.store, trial, filename, io.BytesIO(png))
+
+
+class TrialFigures(TrialObserver):
+    """Renders each trial's figures once and hands them to ``sinks``; one per worker process, trials
+    in sequence. Put it before an observer that ends the trial's MLflow run, so the last figures
+    reach the run before it ends."""
+
+    def __init__(self, sinks: Sequence[PngSink]) -> None:
+        self.sinks = list(sinks)
         self._reset(None)
 
     def _reset(self, table: ImageTable | None) -> None:
@@ -62,14 +85,14 @@ class ArtifactObserver(TrialObserver):
         y_val, predicted = self._table.labels[fold.val_idx], fit.oof_probs.argmax(axis=1)
         self._oof[fold.index] = (y_val, predicted)
         where = f"trial {trial.number}, fold {fold.number}"
-        self._upload(
+        self._publish(
             trial, f"fold{fold.number}_curves.png", plot_curves({fold.index: fit.history}, title=where)
         )
         f1 = f"best epoch {fit.best_epoch}, macro-F1 {fit.best_f1:.4f}"
-        self._upload(
+        self._publish(
             trial,
             f"fold{fold.number}_confusion.png",
-            plot_confusion(y_val, predicted, self._table.classes, title=f"{where}: {f1}"),
+            plot_confusion(y_val, predicted, self._table.class_names, title=f"{where}: {f1}"),
         )
 
     def on_trial_end(
@@ -78,23 +101,28 @@ class ArtifactObserver(TrialObserver):
         epochs = {k: h for k, h in sorted(self._epochs.items()) if h}
         if epochs:
             title = f"trial {trial.number}: {state.name.lower()}"
-            self._upload(trial, "curves.png", plot_curves(epochs, title=title))
+            self._publish(trial, "curves.png", plot_curves(epochs, title=title))
         if state == TrialState.COMPLETE and self._oof and self._table is not None:
             y_true = np.concatenate([t for t, _ in self._oof.values()])
             y_pred = np.concatenate([p for _, p in self._oof.values()])
             score = f"mean fold macro-F1 {value:.4f}" if value is not None else "complete"
             title = f"trial {trial.number}, out-of-fold: {score}"
-            self._upload(
-                trial, "confusion.png", plot_confusion(y_true, y_pred, self._table.classes, title=title)
+            self._publish(
+                trial, "confusion.png", plot_confusion(y_true, y_pred, self._table.class_names, title=title)
             )
         self._reset(None)
 
-    def _upload(self, trial: optuna.Trial, filename: str, figure) -> None:
+    def _publish(self, trial: optuna.Trial, filename: str, figure) -> None:
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
-        buffer.seek(0)
-        upload_png(self.store, trial, filename, buffer)
-        log.debug("trial %d: uploaded %s", trial.number, filename)
+        png = buffer.getvalue()
+        for sink in self.sinks:
+            try:
+                sink.put_png(trial, filename, png)
+            except Exception as exc:  # a lost plot is no reason to lose the trial, or the other sinks
+                name = type(sink).__name__
+                log.warning("%s: %s of trial %d not stored (ignored): %s", name, filename, trial.number, exc)
+        log.debug("trial %d: %s to %d sink(s)", trial.number, filename, len(self.sinks))
 
 
 def upload_png(store: ArtifactStore, trial: optuna.Trial, filename: str, body: io.BytesIO) -> str:

@@ -1,10 +1,12 @@
-"""One MLflow child run per trial under the study's parent run."""
+"""One MLflow child run per trial under the study's parent run; the parent's state follows the budget."""
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,7 +21,7 @@ from training.config import RunConfig
 from training.cv import Fold, FoldResult
 from training.loop import EpochStats
 
-__all__ = ["MlflowObserver", "tracking_observer"]
+__all__ = ["BUDGET_MET", "MlflowObserver", "finish_study_run", "tracking_observer"]
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,10 @@ _STATUS = {  # Optuna trial state -> MLflow run status
     TrialState.PRUNED: "FINISHED",  # pruning is a normal end; the foldtune.state tag says pruned
     TrialState.FAIL: "FAILED",
 }
+BUDGET_MET = "budget met"  # the study run's foldtune.state once its budget of finished trials is met
 
 
-def tracking_observer(study: optuna.Study) -> list[TrialObserver]:
+def tracking_observer(study: optuna.Study) -> list[MlflowObserver]:
     """The MLflow observer for a worker when the study is tracked, else nothing."""
     tracking = study_tracking(study)
     if tracking is None:
@@ -39,10 +42,48 @@ def tracking_observer(study: optuna.Study) -> list[TrialObserver]:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     try:
-        return [MlflowObserver(tracking, tracking.uri())]
+        observer = MlflowObserver(tracking, tracking.uri())
     except UserError as exc:
         log.warning("MLflow tracking disabled for this worker: %s", exc)
         return []
+    observer.reopen_study_run()
+    return [observer]
+
+
+def finish_study_run(study: optuna.Study, *, budget: int | None) -> bool:
+    """End the study's MLflow run once ``budget`` finished (complete + pruned) trials are in: status
+    FINISHED, ``foldtune.state`` "budget met", ``best_cv_f1`` and ``finished_trials`` logged.
+
+    Called by every worker that meets the budget: a run already ended this way is left alone. Does
+    nothing for an untracked study, no budget (a timeout is not the study's end) or a budget not met.
+    MLflow errors are a warning, never an exception. Returns whether the run is ended now.
+    """
+    tracking = study_tracking(study)
+    if tracking is None or budget is None:
+        return False
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if len(finished) < budget:
+        return False
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking.uri())
+        run_id = tracking.parent_run_id
+        run = client.get_run(run_id)
+        if run.info.status == "FINISHED" and run.data.tags.get("foldtune.state") == BUDGET_MET:
+            return True
+        complete = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+        if complete:
+            client.log_metric(run_id, "best_cv_f1", max(complete))
+        client.log_metric(run_id, "finished_trials", len(finished))
+        client.set_tag(run_id, "foldtune.state", BUDGET_MET)
+        client.set_tag(run_id, "foldtune.reason", f"{len(finished)} of a budget of {budget} trials finished")
+        client.set_terminated(run_id, status="FINISHED")
+    except Exception as exc:
+        log.warning("MLflow: the study's run was not ended (ignored): %s", short_error(exc))
+        return False
+    log.info("MLflow: study run %s ended: budget of %d trials met", tracking.parent_run_id, budget)
+    return True
 
 
 class MlflowObserver(TrialObserver):
@@ -50,8 +91,10 @@ class MlflowObserver(TrialObserver):
 
     Metrics: ``fold<k>/<name>`` (k from 1) at step = epoch (train_loss, val_loss, f1, accuracy, lr, seconds),
     ``f1`` at the pruner's step ``fold * max_epochs + epoch``, ``fold<k>/best_f1`` per fold, and
-    ``cv_f1`` (the trial's value) at the end. After an MLflow error the trial's run is left alone,
-    so a dead server costs one timeout per trial, not one per epoch.
+    ``cv_f1`` (the trial's value) at the end. Figures (``fold<k>_curves.png``, ``fold<k>_confusion.png``,
+    ``curves.png``, ``confusion.png``) arrive through :meth:`put_png` from ``TrialFigures``. After an
+    MLflow error the trial's run is left alone, so a dead server costs one timeout per trial, not one
+    per epoch.
     """
 
     def __init__(self, tracking: StudyTracking, uri: str) -> None:
@@ -61,6 +104,29 @@ class MlflowObserver(TrialObserver):
         self.client = MlflowClient(tracking_uri=uri)
         self.runs: dict[int, str] = {}  # trial number -> run id
         self.max_epochs: dict[int, int] = {}
+
+    def reopen_study_run(self) -> None:
+        """A worker starting on a study whose run ended (budget met, then raised) marks it running
+        again, so MLflow never shows a finished study with trials still coming in."""
+        run_id = self.tracking.parent_run_id
+        try:
+            run = self.client.get_run(run_id)
+            if run.info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+                self.client.set_tag(run_id, "foldtune.state", "running")
+        except Exception as exc:
+            log.warning("MLflow: the study's run state was not updated (ignored): %s", short_error(exc))
+
+    def put_png(self, trial: optuna.Trial, filename: str, png: bytes) -> None:
+        """A trial figure (``TrialFigures`` renders it) as an artifact of the trial's run."""
+
+        def log_png(run_id: str) -> None:
+            with tempfile.TemporaryDirectory(prefix="hpo-figure-") as tmp:
+                path = Path(tmp) / filename
+                path.write_bytes(png)
+                self.client.log_artifact(run_id, str(path))
+
+        self._guard(trial, f"logging {filename}", log_png)
 
     def _guard(self, trial: optuna.Trial, what: str, fn, *args: Any) -> None:
         run_id = self.runs.get(trial.number)

@@ -58,7 +58,7 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.imshow(counts, cmap="Blues")
-    names = [c if len(c) <= 14 else c[:13] + "…" for c in classes]
+    names = [c if len(c) <= 26 else c[:25] + "…" for c in classes]  # mask: "10 incorrect/female/30-59"
     ax.set_xticks(range(n), names, rotation=90, fontsize="small")
     ax.set_yticks(range(n), names, fontsize="small")
     ax.set(xlabel="predicted", ylabel="true")

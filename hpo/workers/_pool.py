@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import UserError
 from hpo.records import study_record, trial_record, write_study
 from hpo.study import StudySpec, artifact_location, open_study, storage_url, study_lock
+from hpo.tracking import finish_study_run
 from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
 from hpo.workers._devices import Slot, parse_devices
 from hpo.workers._failures import (
@@ -315,6 +316,7 @@ def pull_trials(
             )
         except BudgetReached as done:
             log.info("worker %s done: %s", worker, done)
+            finish_study_run(study, budget=args.n_trials)  # the study's MLflow run ends with its budget
         except KeyboardInterrupt:
             log.info("worker %s stopped; its trial was handed back for retry", worker)
         except WorkerStopped as exc:
