@@ -449,7 +449,7 @@ def zero_timeout(env: Env) -> Bad:
 
 @case
 def gpu_index_that_does_not_exist(env: Env) -> Bad:
-    words = ("--devices: GPU 7 does not exist", f"has {torch.cuda.device_count()} CUDA device(s)", "or cpu")
+    words = ("--devices: GPU 7 does not exist", f"sees {torch.cuda.device_count()} CUDA device(s)", "or cpu")
     return _worker(env, words, "--devices", "7", "--n-trials", "2")
 
 

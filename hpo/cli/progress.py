@@ -86,15 +86,22 @@ class _Bars:
 class _Lines:
     """Plain lines for logs without a terminal: the cache build, then each trial as a worker ends it."""
 
+    QUIET_SECONDS = 2.0  # a cache built (or refused) faster than this prints nothing
+
     def __init__(self) -> None:
         self.cache_started: float | None = None
+        self.next_share = 0.25
 
     def cache(self, done: int, total: int) -> None:
+        now = time.time()
         if self.cache_started is None:
-            self.cache_started = time.time()
-            _line(f"decoding {total} images into the shared cache")
-        elif done == total:
-            _line(f"decoded {total} images in {time.time() - self.cache_started:.0f} s")
+            self.cache_started = now
+        elapsed = now - self.cache_started
+        if done == total and elapsed >= self.QUIET_SECONDS:
+            _line(f"decoded {total} images into the shared cache in {elapsed:.0f} s")
+        elif total and done / total >= self.next_share and elapsed >= self.QUIET_SECONDS:
+            _line(f"decoding images into the shared cache: {done} of {total}")
+            self.next_share = (int(done / total * 4) + 1) / 4
 
     def trial(self, line: str) -> None:
         _line(line)

@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,15 +170,18 @@ class _Relay:
 
 
 def _writable(directory: Path, what: str, fix: str) -> Path:
-    """Fail before the first trial, not in every trial, when ``directory`` cannot be written."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as exc:
-        reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror or exc
-        raise UserError(f"{what} {directory}: cannot write there ({reason}); {fix}") from None
-    return directory
+    """Fail before the first trial, not in every trial, when ``directory`` cannot be written; creates
+    nothing (a refused run leaves nothing behind)."""
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"no permission to write in {existing}"
+    else:
+        return directory
+    raise UserError(f"{what} {directory}: cannot write there ({reason}); {fix}")
 
 
 def _warm_cache(spec: StudySpec, data: str | None, progress: Callable[[int, int], None] | None) -> None:
