@@ -204,3 +204,14 @@ def test_retrain_top_k_skips_a_trial_whose_params_repeat_a_better_one(workdir: P
     assert f"skipped trial {worse.number}: same params as trial {better.number}" in result.stderr
     chosen = sorted([better, other], key=lambda t: (-(t.value or 0), t.number))
     assert f"retrained trial(s) {chosen[0].number}, {chosen[1].number} (folds, 4 member(s))" in result.stdout
+
+
+def test_devices_follow_the_gpus_the_scheduler_assigned(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpo.errors import UserError
+    from hpo.workers import parse_devices
+
+    # SLURM and Kubernetes hand a job its GPUs through CUDA_VISIBLE_DEVICES; an empty one hides every GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert [slot.label for slot in parse_devices("auto")] == ["cpu#0"]
+    with pytest.raises(UserError, match=r"GPU 0 does not exist .*CUDA_VISIBLE_DEVICES="):
+        parse_devices("0")
