@@ -9,6 +9,8 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
+# HF_HOME: the Hugging Face cache of pretrained weights, one for every process of a study: compose
+# mounts its hf-cache volume there, Kubernetes the foldtune-hf claim.
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -28,10 +30,10 @@ COPY storage ./storage
 COPY search_spaces ./search_spaces
 RUN pip install --no-deps . && hpo --help > /dev/null
 
-# Unprivileged user; /work holds .hpo/ (image cache, checkpoints, artifacts) on a named volume,
-# created here so a fresh volume inherits the ownership.
+# Unprivileged user; /work holds .hpo/ (image cache, checkpoints, artifacts) and .hpo/hf (weights)
+# on named volumes, created here so a fresh volume inherits the ownership.
 RUN useradd --create-home --uid 1000 hpo \
-    && mkdir -p /work/.hpo /mlartifacts \
+    && mkdir -p /work/.hpo/hf /mlartifacts \
     && chown -R hpo:hpo /work /mlartifacts
 USER hpo
 WORKDIR /work

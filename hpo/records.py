@@ -64,6 +64,7 @@ class StudyRecord(TypedDict, total=False):
     mlflow: dict[str, Any]  # where the study's runs go (hpo.tracking.StudyTracking), URI redacted
     budget: int  # the study-wide number of finished trials the workers run to
     workers: int  # worker processes that joined the study: the next one is number `workers`
+    weights: list[dict[str, Any]]  # pretrained weights trials can load (training.weights.Weights.to_dict())
 
 
 def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:

@@ -29,7 +29,7 @@ def csv(workdir: Path) -> Path:
 def test_help_lists_every_command() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("run", "study", "worker", "status", "space", "storage"):
+    for command in ("run", "study", "worker", "status", "space", "storage", "weights"):
         assert command in result.stdout
 
 

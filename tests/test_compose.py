@@ -112,6 +112,7 @@ def static_problems(spec: dict) -> list[str]:
         problems.append("postgres: the healthcheck must run pg_isready")
     if not any(str(v).split(":")[0] in volumes for v in pg.get("volumes") or []):
         problems.append("postgres: data must live on a named volume")
+    problems += _hf_cache_problems(services, volumes)
     worker = services.get("worker", {})
     deploy = worker.get("deploy", {})
     if "replicas" not in deploy:
@@ -120,6 +121,23 @@ def static_problems(spec: dict) -> list[str]:
     if not any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices):
         problems.append("worker: no nvidia GPU reservation (driver nvidia, capabilities [gpu])")
     return problems
+
+
+def _hf_cache_problems(services: dict[str, dict], volumes: set[str]) -> list[str]:
+    """`study create` downloads the pretrained weights that the workers then read offline: both
+    mount one named volume at the image's HF_HOME."""
+    home = re.search(r"\bHF_HOME=(\S+)", DOCKERFILE.read_text())
+    if home is None:
+        return ["Dockerfile: no ENV HF_HOME for the Hugging Face cache"]
+    sources = {
+        name: {
+            str(m).split(":")[1]: str(m).split(":")[0] for m in services.get(name, {}).get("volumes") or []
+        }.get(home[1])
+        for name in ("study", "worker")
+    }
+    if len(set(sources.values())) != 1 or not set(sources.values()) <= volumes:
+        return [f"study and worker do not mount one named volume at HF_HOME ({home[1]}): {sources}"]
+    return []
 
 
 def _depends_on(service: dict) -> dict[str, dict]:
@@ -264,6 +282,7 @@ MUTATIONS = [
     ('    restart: "no"\n', "    restart: on-failure\n", "'study' restarts"),
     ("              capabilities: [gpu]\n", "              capabilities: [utility]\n", "no nvidia GPU"),
     ("      replicas: ${WORKER_REPLICAS:-1}\n", "", "deploy.replicas"),
+    ("      - hf-cache:/work/.hpo/hf", "      - hf-other:/work/.hpo/hf", "one named volume at HF_HOME"),
 ]
 
 

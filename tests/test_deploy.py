@@ -315,6 +315,25 @@ def static_problems(tree: Tree, commands: dict[str, list[list[str]]]) -> list[st
         problems.append("no workload runs `hpo worker`")
     for workload, obj, pod in workers:
         problems += worker_problems(workload, obj, pod, commands)
+    return problems + hf_cache_problems(tree, commands)
+
+
+def hf_cache_problems(tree: Tree, commands: dict[str, list[list[str]]]) -> list[str]:
+    """`study create` downloads the pretrained weights that the workers then read offline: both run
+    with HF_HOME on the mount of a shared volume."""
+    problems = []
+    for workload, _, pod in workloads(tree):
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        for c in containers(pod):
+            calls = _calls(commands, workload, c["name"])
+            if not any(argv[1:2] == ["worker"] or argv[1:3] == ["study", "create"] for argv in calls):
+                continue
+            env = {v["name"]: v.get("value") for v in c.get("env") or []}
+            mounts = {m["mountPath"]: volumes.get(m["name"], {}) for m in c.get("volumeMounts") or []}
+            if "persistentVolumeClaim" not in mounts.get(env.get("HF_HOME") or "", {}):
+                problems.append(
+                    f"{workload}/{c['name']}: HF_HOME is not the mount of a shared Hugging Face cache volume"
+                )
     return problems
 
 
@@ -366,10 +385,7 @@ def worker_problems(workload: str, job: dict, pod: dict, commands: dict[str, lis
         limits = (c.get("resources") or {}).get("limits") or {}
         if int(limits.get("nvidia.com/gpu", 0)) < 1:
             problems.append(f"{where}: no nvidia.com/gpu limit")
-        env = {v["name"]: v.get("value") for v in c.get("env") or []}
         mounts = {m["mountPath"]: volumes.get(m["name"], {}) for m in c.get("volumeMounts") or []}
-        if "persistentVolumeClaim" not in mounts.get(env.get("HF_HOME") or "", {}):
-            problems.append(f"{where}: HF_HOME is not the mount of a shared Hugging Face cache volume")
         for argv in calls:
             if option(argv, "--devices") != "auto":
                 problems.append(f"{where}: hpo worker without --devices auto (the GPUs the pod is given)")
@@ -613,6 +629,12 @@ MUTATIONS = [
         "              value: /work/.hpo/hf",
         "              value: /tmp/hf",
         "HF_HOME is not the mount",
+    ),
+    (
+        "study-job.yaml",
+        "            - name: hf\n              mountPath: /work/.hpo/hf\n",
+        "",
+        "foldtune-study/study: HF_HOME is not the mount",
     ),
     (
         "worker-job.yaml",

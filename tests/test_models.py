@@ -191,7 +191,7 @@ def test_pretrained_file_of_another_architecture_is_config_error(tmp_path, sourc
 def hf_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # restored after the test; build_model sets it too
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read when build_model runs; restored after the test
     return tmp_path
 
 

@@ -36,6 +36,8 @@ _EXPORTS = {  # public name -> the module that defines it
     "predict_proba": "training.loop",
     "classification_report": "training.metrics",
     "macro_f1": "training.metrics",
+    "Weights": "training.weights",
+    "weights_for": "training.weights",
 }
 
 __all__ = sorted(_EXPORTS)

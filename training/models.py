@@ -1,29 +1,25 @@
-"""Models by timm name: creation with local or offline-cached weights, freezing, input requirements.
+"""Models by timm name: creation with pretrained weights, freezing, input requirements.
 
-Weights never come from the network: ``model.pretrained`` is False (random init), a local weights
-file, or True for the Hugging Face cache used offline. A missing file or cache entry is a
-ConfigError raised before timm is called, so nothing waits on a download that cannot happen.
+``model.pretrained`` is False (random init), a local weights file, or True for timm's weights of the
+model: from the Hugging Face cache when they are there (no network), else downloaded once
+(``training.weights``). A missing file, or weights neither cached nor downloadable, is a ConfigError
+raised before timm is called, so nothing waits on a download that cannot happen.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
-import os
 import re
 from pathlib import Path
-from urllib.parse import urlparse
 
 import timm
-import torch
-from huggingface_hub import constants as hf_constants
-from huggingface_hub import try_to_load_from_cache
 from timm.data import resolve_data_config
-from timm.models import get_pretrained_cfg, group_parameters
+from timm.models import group_parameters
 from timm.utils import freeze
 from torch import nn
 
 from training.config import ConfigError, ModelConfig
+from training.weights import check_model_name, fetch, weights_for
 
 __all__ = [
     "apply_freeze",
@@ -36,8 +32,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# timm's own order of preference for weight files in a Hugging Face repo
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # what timm.utils.freeze can turn into FrozenBatchNorm2d (BatchNormAct2d subclasses BatchNorm2d)
 _BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
@@ -49,14 +43,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         ConfigError: unknown model name, missing weights file or cache entry, weights that do not
             fit the architecture, or an option the model does not support.
     """
-    _check_name(cfg.name)
+    check_model_name(cfg.name)
     kwargs: dict = {"num_classes": num_classes}
     if cfg.drop_rate > 0:  # passed only when set: a few timm models take no drop_rate at all
         kwargs["drop_rate"] = cfg.drop_rate
 
     source = "random init"
     if cfg.pretrained is not False:
-        file = _local_file(cfg.pretrained) if isinstance(cfg.pretrained, str) else _cached_file(cfg.name)
+        file = _local_file(cfg.pretrained) if isinstance(cfg.pretrained, str) else _pretrained_file(cfg.name)
         # timm loads `file` instead of downloading, and drops the classifier when num_classes differs
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(file)})
         source = str(file)
@@ -156,62 +150,19 @@ def check_image_size(model: nn.Module, name: str, image_size: int) -> None:
 # --- weights ------------------------------------------------------------------------------------
 
 
-def _check_name(name: str) -> None:
-    if timm.is_model(name):
-        return
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models() for the names"
-    raise ConfigError(f"model.name: unknown timm model '{name}'; {hint}")
-
-
 def _local_file(value: str) -> Path:
     path = Path(value).expanduser()
     if not path.is_file():
         raise ConfigError(
             f"model.pretrained: weights file '{value}' not found; give an existing "
-            ".safetensors/.pth/.bin file, true for the offline Hugging Face cache, or false"
+            ".safetensors/.pth/.bin file, true for timm's pretrained weights, or false"
         )
     return path
 
 
-def _cached_file(name: str) -> Path:
-    """The weights of ``name`` in the local Hugging Face (or torch hub) cache, never downloading."""
-    # Anything that does reach huggingface_hub after this (or in a child process) stays offline.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    pretrained_cfg = get_pretrained_cfg(name)
-    if pretrained_cfg is None or not (pretrained_cfg.hf_hub_id or pretrained_cfg.url):
-        raise ConfigError(
-            f"model.pretrained: timm has no pretrained weights for '{name}'; "
-            "set model.pretrained to a local weights file or to false"
-        )
-    cache = _hf_cache_dir()
-    if pretrained_cfg.hf_hub_id:
-        repo, _, revision = pretrained_cfg.hf_hub_id.partition("@")
-        filenames = (pretrained_cfg.hf_hub_filename,) if pretrained_cfg.hf_hub_filename else _HF_WEIGHT_FILES
-        for filename in filenames:
-            found = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision or None)
-            if isinstance(found, str):
-                return Path(found)
-        missing = f"Hugging Face repo '{repo}' is not in the cache {cache}"
-    else:
-        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(pretrained_cfg.url).path).name
-        if checkpoint.is_file():
-            return checkpoint
-        missing = f"{checkpoint} is not in the torch hub cache"
-    raise ConfigError(
-        f"model.pretrained: weights for '{name}' not available offline ({missing}); download them "
-        "on a machine with internet into the same HF_HOME, point model.pretrained at a local "
-        "weights file, or set it to false"
-    )
-
-
-def _hf_cache_dir() -> str:
-    # Read at call time: huggingface_hub fixes its constants when first imported.
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    return hf_constants.HF_HUB_CACHE
+def _pretrained_file(name: str) -> Path:
+    """timm's weights of ``name`` from the cache, downloaded first when they are not there."""
+    return fetch(weights_for(name)).path
 
 
 # --- freezing -----------------------------------------------------------------------------------

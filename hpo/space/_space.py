@@ -92,6 +92,13 @@ class SearchSpace(BaseModel):
         section, key = path.split(".", 1)
         return [base.to_dict()[section][key]]
 
+    def pretrained_models(self, base: RunConfig) -> list[str]:
+        """The model names whose timm weights a trial can load (``model.pretrained`` true in some
+        trial, fixed or searched), each once, in the space's order."""
+        if not any(value is True for value in self.values_of("model.pretrained", base)):
+            return []
+        return list(dict.fromkeys(self.values_of("model.name", base)))
+
     # ---- storage and display
 
     def to_dict(self) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def create_study(
             WILCOXON_MIN_FOLDS,
         )
     _check_trials_can_run(loaded_space, base, table, space_arg=str(space), data_arg=data)
+    weights = _fetch_weights(loaded_space, base, space_arg=str(space))
     spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed)
     url = storage_url(storage)
     backend = open_storage(url)
@@ -97,7 +98,8 @@ def create_study(
             study = optuna.create_study(study_name=name, storage=backend, direction="maximize")
             _name_the_objective(study)
             artifact_store = str(artifact_dir(artifacts or DEFAULT_ARTIFACTS))
-            write_study(study, {"foldtune": spec.to_dict(), "artifact_store": artifact_store})
+            record = {"foldtune": spec.to_dict(), "artifact_store": artifact_store, "weights": weights}
+            write_study(study, record)
             return study, True
     existing = load_spec(study)
     _check_same(name, existing, spec)
@@ -191,6 +193,23 @@ def _check_trials_can_run(
             make_folds(table.labels, table.groups, folds, base.cv.seed, classes=table.classes)
         except ConfigError as exc:
             raise ConfigError(f"--data {data_arg} with {folds} folds: {exc}") from None
+
+
+def _fetch_weights(space: SearchSpace, base: RunConfig, *, space_arg: str) -> list[dict]:
+    """The pretrained weights trials can load, put in the cache now (downloaded here, once, when
+    they are not there) so that a worker finds them all and runs its trials offline."""
+    from training.weights import fetch, weights_for
+
+    found = []
+    for name in space.pretrained_models(base):
+        try:
+            fetched = fetch(weights_for(name), fix=f"hpo weights fetch --space {space_arg}")
+        except ConfigError as exc:
+            raise ConfigError(f"--space {space_arg}: {exc}") from None
+        if fetched.downloaded:
+            log.info("downloaded the pretrained weights of %s to %s", name, fetched.path)
+        found.append(fetched.weights.to_dict())
+    return found
 
 
 def _name_the_objective(study: optuna.Study) -> None:

@@ -18,7 +18,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def run_workers(
             Path(plots), f"study '{name}' keeps its trial plots in", "make it writable or mount it here"
         )
     _warm_cache(spec, data, on_cache)
+    offline = _fetch_weights(study)
     # Only now, with every input checked, does the worker change the study.
     if n_trials is not None:
         write_study(study, {"budget": n_trials})  # lets `hpo status` show an ETA
@@ -128,8 +130,9 @@ def run_workers(
         )
         for slot in slots
     ]
-    for proc in procs:
-        proc.start()
+    with _hub_offline(offline):  # a spawned child takes os.environ as it is at start()
+        for proc in procs:
+            proc.start()
     stop = _forward_stop_signals(procs)
     relay = _Relay(events, on_trial)
     try:
@@ -195,6 +198,38 @@ def _warm_cache(spec: StudySpec, data: str | None, progress: Callable[[int, int]
 
     cfg = apply_overrides(spec.base, {"data.source": data}, where="--data").data if data else spec.base.data
     load_images(load_table(cfg.source, cfg.format), cfg.image_size, cfg.cache_dir, progress=progress)
+
+
+def _fetch_weights(study: optuna.Study) -> bool:
+    """Put the pretrained weights the study's trials can load in the cache, downloading any missing
+    here once rather than in every trial process; True when the trial processes can run offline.
+
+    Only huggingface_hub: the study lists the files, so this process does not import timm or torch.
+    """
+    from training.weights import Weights, fetch
+
+    listed = study_record(study).get("weights")
+    if listed is None:  # a study made before foldtune listed them: trials fetch what they need
+        return False
+    for raw in listed:
+        fetch(Weights.from_dict(raw), fix=f"hpo weights fetch {raw['model']}")
+    return True
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 while the trial processes start: with every weight cached, a hundred
+    workers never ask the Hub for anything."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
 
 
 def _forward_stop_signals(procs: list[mp.Process]) -> dict:
