@@ -250,7 +250,11 @@ for _name in ("malformed_yaml", "unknown_param_key", "low_above_high", "conditio
 def unknown_space_name(env: Env) -> Bad:
     return Bad(
         env.create("--space", "quik", "--data", str(env.csv)),
-        ("search space 'quik' not found", "did you mean 'quick'?", "default, efficientnet, mask, quick"),
+        (
+            "search space 'quik' not found",
+            "did you mean 'quick'?",
+            "competition, default, efficientnet, mask, quick",
+        ),
     )
 
 

@@ -12,7 +12,7 @@ from hpo.space import CategoricalParam, FloatParam, IntParam, SearchSpace, load_
 from tests.space_mistakes import BAD
 from training.config import ConfigError, RunConfig, config_paths
 
-SHIPPED = ["default", "efficientnet", "mask", "quick"]
+SHIPPED = ["competition", "default", "efficientnet", "mask", "quick"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -253,7 +253,7 @@ def test_unknown_space_lists_the_shipped_ones():
 
 
 def test_missing_file_path_is_not_found(tmp_path):
-    with pytest.raises(ConfigError, match=r"not found.*default, efficientnet, mask, quick"):
+    with pytest.raises(ConfigError, match=r"not found.*competition, default, efficientnet, mask, quick"):
         load_space(tmp_path / "nope.yaml")
 
 

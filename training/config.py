@@ -48,7 +48,10 @@ class ModelConfig(_Section):
     # False: random init; True: offline Hugging Face cache; a path: local weights file
     pretrained: bool | str = False
     freeze: str = "none"  # none | head (train classifier only) | stages:N (freeze stem + first N stages)
-    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the classifier
+    drop_path_rate: float = Field(
+        0.0, ge=0.0, lt=1.0
+    )  # stochastic depth: chance a residual branch is skipped
 
     @field_validator("freeze")
     @classmethod
@@ -71,11 +74,14 @@ class OptimConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
     nesterov: bool = False  # SGD only
+    # layer-wise LR decay: each layer group below the head trains at this times the lr of the one
+    # above it (timm's parameter groups); 1.0 = off
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
 
 
 class SchedConfig(_Section):
     name: Literal["none", "step", "cosine", "plateau", "onecycle"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)  # linear warmup before cosine
+    warmup_epochs: int = Field(0, ge=0)  # linear warmup before any schedule (onecycle: its rising phase)
     step_size: int = Field(3, ge=1)  # StepLR period in epochs
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # StepLR decay
     factor: float = Field(0.5, gt=0.0, lt=1.0)  # ReduceLROnPlateau decay
@@ -86,6 +92,11 @@ class AugmentConfig(_Section):
     preset: Literal["none", "light", "medium", "heavy"] = "light"
     strength: float = Field(0.5, ge=0.0, le=1.0)  # scales magnitudes and probabilities of the preset
     hflip: bool = True  # off for data where mirroring changes the class (digits, text)
+    # batch mixing (timm's Mixup): Beta(alpha, alpha) mixing weights, 0 = off; with both on, each
+    # mixed batch is mixup or cutmix with equal chance; mix_prob is the chance a batch is mixed
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+    mix_prob: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class CVConfig(_Section):
@@ -99,6 +110,9 @@ class BudgetConfig(_Section):
     batch_size: int = Field(64, ge=1)
     accum_steps: int = Field(1, ge=1)  # gradient accumulation: effective batch = batch_size * accum_steps
     grad_clip: float | None = Field(None, gt=0.0)  # max gradient norm, None = off
+    # exponential moving average of the weights (timm's ModelEmaV3, warmed up over the first steps);
+    # validation and the saved weights then come from the average; 0 = off
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     patience: int | None = Field(3, ge=1)  # early stopping patience in epochs, None = off
     monitor: Literal["val_loss", "f1"] = "f1"  # what early stopping and the best checkpoint follow
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from training.batches import LoadedData, iterate_batches, load_data
@@ -25,8 +27,12 @@ from training.folds import oversample
 from training.losses import build_loss
 from training.metrics import macro_f1
 from training.models import apply_freeze, build_model, check_image_size, normalization
-from training.optim import build_optimizer, build_scheduler
-from training.transforms import Normalizer, build_augment, uses_hflip
+from training.optim import LRSchedule, build_optimizer, build_scheduler
+from training.transforms import Normalizer, build_augment, build_mixup, mix_batch, uses_hflip
+
+if TYPE_CHECKING:
+    import albumentations as A
+    from timm.data import Mixup
 
 __all__ = ["DivergedError", "EpochStats", "FitResult", "fit", "predict_proba", "resolve_device"]
 
@@ -90,47 +96,24 @@ def fit(
     """Train on ``train_idx``, validate on ``val_idx``.
 
     With ``checkpoint_dir``, the best and last states are saved there each epoch, and a run of the
-    same config and fold resumes from the last one.
+    same config and fold resumes from the last one. With ``budget.ema_decay`` both hold the weight
+    average, which is also what validation scores.
     """
     budget = config.budget
     data = data or load_data(config.data)
-    device = resolve_device(budget.device)
-    torch.manual_seed(budget.seed)
-
-    model = build_model(config.model, data.n_classes)
-    check_image_size(model, config.model.name, config.data.image_size)
-    apply_freeze(model, config.model.freeze)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    normalizer = Normalizer(*normalization(model), device)
-
     labels = data.table.labels
     fit_idx = oversample(train_idx, labels, seed=config.cv.seed) if config.cv.oversample else train_idx
-    criterion = build_loss(config.loss, np.bincount(labels[fit_idx], minlength=data.n_classes)).to(device)
-    optimizer = build_optimizer(config.optim, model)  # trainable params only; no decay on norms/biases
-    steps_per_epoch = math.ceil(math.ceil(len(fit_idx) / budget.batch_size) / budget.accum_steps)
-    schedule = build_scheduler(
-        config.sched, optimizer, epochs=budget.max_epochs, steps_per_epoch=steps_per_epoch
-    )
-    amp_dtype = _amp_dtype(device, budget.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    augment = build_augment(config.augment, config.data.image_size)
+    trainer = _Trainer.build(config, data, fit_idx)
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
     fold_key = _fold_key(config, train_idx, val_idx)
     history: list[EpochStats] = []
-    best = {"epoch": 0, "f1": -1.0, "score": -math.inf}
-    best_probs = np.zeros((len(val_idx), data.n_classes), dtype=np.float32)
+    best = _Best.none_yet(len(val_idx), data.n_classes)
     last = _resume_state(ckpt_dir, fold_key)
     if last is not None:
-        model.load_state_dict(last["model"])
-        optimizer.load_state_dict(last["optimizer"])
-        schedule.load_state_dict(last["schedule"])
-        scaler.load_state_dict(last["scaler"])
+        trainer.load_state_dict(last)
         history = [EpochStats(**h) for h in last["history"]]
-        best = last["best"]
-        best_probs = last["best_probs"].numpy()
+        best = _Best.from_state(last["best"])
     resumed = len(history)
     # Replay restored epochs so a resumed run reports exactly what the interrupted one would have.
     stopped = on_epoch is not None and any([bool(on_epoch(stats)) for stats in history])
@@ -143,30 +126,17 @@ def fit(
             stop_reason = "early_stopping"
             break
         start = time.perf_counter()
-        train_loss, n_seen = _train_epoch(
-            model,
-            criterion,
-            optimizer,
-            schedule,
-            scaler,
-            data,
-            fit_idx,
-            config,
-            epoch,
-            augment,
-            normalizer,
-            amp_dtype,
-        )
+        train_loss, n_seen = trainer.train_epoch(data, fit_idx, epoch)
         train_seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
             raise DivergedError(
                 f"training loss became {train_loss} in epoch {epoch}; "
                 "lower optim.lr, set budget.grad_clip, or use a gentler loss"
             )
-        probs, val_loss = _validate(model, criterion, data, val_idx, budget, normalizer, amp_dtype)
+        probs, val_loss = trainer.validate(data, val_idx)
         if not math.isfinite(val_loss):
             raise DivergedError(f"validation loss became {val_loss} in epoch {epoch}; lower optim.lr")
-        schedule.step_epoch(val_loss)
+        trainer.schedule.step_epoch(val_loss)
         y_val = labels[val_idx]
         pred = probs.argmax(axis=1)
         stats = EpochStats(
@@ -175,29 +145,25 @@ def fit(
             val_loss=val_loss,
             f1=macro_f1(y_val, pred, data.n_classes),
             accuracy=float((pred == y_val).mean()),
-            lr=optimizer.param_groups[0]["lr"],
+            lr=trainer.schedule.lr,
             seconds=time.perf_counter() - start,
             images_per_sec=n_seen / max(train_seconds, 1e-9),
         )
         history.append(stats)
         score = stats.f1 if budget.monitor == "f1" else -stats.val_loss
-        if score > best["score"]:
-            best = {"epoch": epoch, "f1": stats.f1, "score": score}
-            best_probs = probs
+        if score > best.score:
+            best = _Best(epoch=epoch, f1=stats.f1, score=score, probs=probs)
             if ckpt_dir:
-                save_checkpoint(ckpt_dir / "best.pt", _best_state(model, config, data, stats))
+                save_checkpoint(ckpt_dir / "best.pt", _best_state(trainer.evaluated, config, data, stats))
         if ckpt_dir:
             save_checkpoint(
                 ckpt_dir / "last.pt",
                 {
                     "fold_key": fold_key,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "scaler": scaler.state_dict(),
+                    # its "model" holds the weights to predict with, as in best.pt (retrain --mode full)
+                    **trainer.state_dict(),
                     "history": [asdict(h) for h in history],
-                    "best": best,
-                    "best_probs": torch.from_numpy(best_probs),
+                    "best": best.state_dict(),
                 },
             )
         if on_epoch is not None and on_epoch(stats):
@@ -206,78 +172,195 @@ def fit(
 
     return FitResult(
         history=history,
-        best_epoch=int(best["epoch"]),
-        best_f1=float(best["f1"]),
-        oof_probs=best_probs,
+        best_epoch=best.epoch,
+        best_f1=best.f1,
+        oof_probs=best.probs,
         stop_reason=stop_reason,
         checkpoint=ckpt_dir / "best.pt" if ckpt_dir else None,
         resumed_epochs=resumed,
     )
 
 
-def _train_epoch(
-    model, criterion, optimizer, schedule, scaler, data, idx, config, epoch, augment, normalizer, amp_dtype
-) -> tuple[float, int]:
-    budget = config.budget
-    model.train()
-    rng = np.random.default_rng([budget.seed, epoch])  # per-epoch stream: a resumed run shuffles identically
-    if augment is not None:  # albumentations draws from its own generator, seeded from the OS unless set
-        augment.set_random_seed(budget.seed * 10_000 + epoch)
-    total = torch.zeros((), device=normalizer.device)  # summed on device: no host sync per step
-    n_seen = 0
-    batches = iterate_batches(
-        data.images,
-        data.table.labels,
-        idx,
-        batch_size=budget.batch_size,
-        shuffle=True,
-        rng=rng,
-        augment=augment,
-        hflip=uses_hflip(config.augment),
-        num_workers=budget.num_workers,
-        prefetch=normalizer.device.type == "cuda",
-        pin_memory=normalizer.device.type == "cuda",
-    )
-    n_batches = math.ceil(len(idx) / budget.batch_size)
-    optimizer.zero_grad(set_to_none=True)
-    for step, (x, y) in enumerate(batches, start=1):
-        x, y = normalizer(x), y.to(normalizer.device, non_blocking=True)
-        with _autocast(normalizer.device, amp_dtype):
-            loss = criterion(model(x), y)
-        scaler.scale(loss / budget.accum_steps).backward()
-        total += loss.detach() * len(y)
-        n_seen += len(y)
-        if step % budget.accum_steps == 0 or step == n_batches:
-            if budget.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), budget.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step_batch()
-    return float(total) / max(n_seen, 1), n_seen
+@dataclass(frozen=True)
+class _Best:
+    """The best epoch so far by ``budget.monitor``."""
+
+    epoch: int  # 0: none yet
+    f1: float
+    score: float  # what budget.monitor compares: F1, or the negated validation loss
+    probs: np.ndarray  # (len(val_idx), n_classes) validation probabilities at that epoch
+
+    @classmethod
+    def none_yet(cls, n_val: int, n_classes: int) -> _Best:
+        return cls(0, -1.0, -math.inf, np.zeros((n_val, n_classes), dtype=np.float32))
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "f1": self.f1,
+            "score": self.score,
+            "probs": torch.from_numpy(self.probs),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> _Best:
+        return cls(int(state["epoch"]), float(state["f1"]), float(state["score"]), state["probs"].numpy())
 
 
-@torch.no_grad()
-def _validate(model, criterion, data, idx, budget, normalizer, amp_dtype) -> tuple[np.ndarray, float]:
-    model.eval()
-    device = normalizer.device
-    probs, total = [], torch.zeros((), device=device)
-    batches = iterate_batches(
-        data.images,
-        data.table.labels,
-        idx,
-        batch_size=budget.batch_size,
-        shuffle=False,
-        prefetch=device.type == "cuda",
-        pin_memory=device.type == "cuda",
-    )
-    for x, y in batches:
-        with _autocast(device, amp_dtype):
-            logits = model(normalizer(x)).float()
-        total += criterion(logits, y.to(device, non_blocking=True)) * len(y)
-        probs.append(logits.softmax(dim=1))
-    return torch.cat(probs).cpu().numpy(), float(total) / max(len(idx), 1)
+@dataclass(frozen=True)
+class _Trainer:
+    """One fold's model and everything that steps with it, built from the run config."""
+
+    config: RunConfig
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    normalizer: Normalizer
+    amp_dtype: torch.dtype | None
+    augment: A.Compose | None
+    mixup: Mixup | None  # batch mixing (mixup/cutmix): soft targets for the training loss
+    ema: ModelEmaV3 | None  # the weight average, updated after every optimizer step
+    steps_per_epoch: int  # optimizer steps, counting a partial accumulation at the end
+
+    @classmethod
+    def build(cls, config: RunConfig, data: LoadedData, fit_idx: np.ndarray) -> _Trainer:
+        budget = config.budget
+        device = resolve_device(budget.device)
+        torch.manual_seed(budget.seed)
+        model = build_model(config.model, data.n_classes)
+        check_image_size(model, config.model.name, config.data.image_size)
+        apply_freeze(model, config.model.freeze)
+        model.to(device)
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        counts = np.bincount(data.table.labels[fit_idx], minlength=data.n_classes)
+        optimizer = build_optimizer(config.optim, model)  # trainable params only; no decay on norms/biases
+        steps_per_epoch = math.ceil(math.ceil(len(fit_idx) / budget.batch_size) / budget.accum_steps)
+        amp_dtype = _amp_dtype(device, budget.amp)
+        # Warmup: the average follows the weights closely at first, so it is not stuck near the initial
+        # weights in a short run; power 3/4 is timm's advice for shorter training (0.999 after 10k steps).
+        ema = None
+        if budget.ema_decay > 0:
+            ema = ModelEmaV3(model, decay=budget.ema_decay, use_warmup=True, warmup_power=0.75)
+        return cls(
+            config=config,
+            model=model,
+            criterion=build_loss(config.loss, counts).to(device),
+            optimizer=optimizer,
+            schedule=build_scheduler(
+                config.sched, optimizer, epochs=budget.max_epochs, steps_per_epoch=steps_per_epoch
+            ),
+            scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+            normalizer=Normalizer(*normalization(model), device),
+            amp_dtype=amp_dtype,
+            augment=build_augment(config.augment, config.data.image_size),
+            mixup=build_mixup(config.augment, data.n_classes),
+            ema=ema,
+            steps_per_epoch=steps_per_epoch,
+        )
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What validation scores and checkpoints keep: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def train_epoch(self, data: LoadedData, idx: np.ndarray, epoch: int) -> tuple[float, int]:
+        """One pass over ``idx``: (mean training loss, images seen)."""
+        budget, device = self.config.budget, self.normalizer.device
+        self.model.train()
+        rng = np.random.default_rng(
+            [budget.seed, epoch]
+        )  # per-epoch stream: a resumed run shuffles identically
+        if (
+            self.augment is not None
+        ):  # albumentations draws from its own generator, seeded from the OS unless set
+            self.augment.set_random_seed(budget.seed * 10_000 + epoch)
+        if self.mixup is not None:  # timm's Mixup draws from numpy's global generator
+            np.random.seed(budget.seed * 10_000 + epoch)
+        total = torch.zeros((), device=device)  # summed on device: no host sync per step
+        n_seen = 0
+        batches = iterate_batches(
+            data.images,
+            data.table.labels,
+            idx,
+            batch_size=budget.batch_size,
+            shuffle=True,
+            rng=rng,
+            augment=self.augment,
+            hflip=uses_hflip(self.config.augment),
+            num_workers=budget.num_workers,
+            prefetch=device.type == "cuda",
+            pin_memory=device.type == "cuda",
+        )
+        n_batches = math.ceil(len(idx) / budget.batch_size)
+        optimizer_steps = (epoch - 1) * self.steps_per_epoch  # the EMA's warmup counts these
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, (x, y) in enumerate(batches, start=1):
+            x, y = self.normalizer(x), y.to(device, non_blocking=True)
+            targets = mix_batch(self.mixup, x, y) if self.mixup is not None else y
+            with _autocast(device, self.amp_dtype):
+                loss = self.criterion(self.model(x), targets)
+            self.scaler.scale(loss / budget.accum_steps).backward()
+            total += loss.detach() * len(y)
+            n_seen += len(y)
+            if step % budget.accum_steps == 0 or step == n_batches:
+                if budget.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), budget.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.schedule.step_batch()
+                optimizer_steps += 1
+                if self.ema is not None:
+                    self.ema.update(self.model, step=optimizer_steps)
+        return float(total) / max(n_seen, 1), n_seen
+
+    @torch.no_grad()
+    def validate(self, data: LoadedData, idx: np.ndarray) -> tuple[np.ndarray, float]:
+        """Probabilities of :attr:`evaluated` for ``idx`` and its mean loss on the true labels."""
+        model, device = self.evaluated, self.normalizer.device
+        model.eval()
+        probs, total = [], torch.zeros((), device=device)
+        batches = iterate_batches(
+            data.images,
+            data.table.labels,
+            idx,
+            batch_size=self.config.budget.batch_size,
+            shuffle=False,
+            prefetch=device.type == "cuda",
+            pin_memory=device.type == "cuda",
+        )
+        for x, y in batches:
+            with _autocast(device, self.amp_dtype):
+                logits = model(self.normalizer(x)).float()
+            total += self.criterion(logits, y.to(device, non_blocking=True)) * len(y)
+            probs.append(logits.softmax(dim=1))
+        return torch.cat(probs).cpu().numpy(), float(total) / max(len(idx), 1)
+
+    def state_dict(self) -> dict:
+        """What resuming needs, in plain tensors and containers; ``model`` holds :attr:`evaluated`."""
+        state = {
+            "model": self.evaluated.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+        if self.ema is not None:
+            state["train_model"] = self.model.state_dict()  # the weights the optimizer moves
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.ema is not None:
+            self.model.load_state_dict(state["train_model"])
+            self.ema.module.load_state_dict(state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
 
 
 @torch.no_grad()
@@ -316,8 +399,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _patience_spent(history: list[EpochStats], best: dict, patience: int | None) -> bool:
-    return patience is not None and bool(history) and history[-1].epoch - best["epoch"] >= patience
+def _patience_spent(history: list[EpochStats], best: _Best, patience: int | None) -> bool:
+    return patience is not None and bool(history) and history[-1].epoch - best.epoch >= patience
 
 
 def _fold_key(config: RunConfig, train_idx: np.ndarray, val_idx: np.ndarray) -> str:

@@ -1,4 +1,8 @@
-"""Classification losses by name: logits (B, C) and int64 targets (B,) in, a scalar out.
+"""Classification losses by name: logits (B, C) and targets in, a scalar out.
+
+Targets are int64 class indices (B,) or class probabilities (B, C), as batch mixing (mixup, cutmix)
+makes them; every loss, class weights included, takes both, and one-hot probabilities give exactly
+the loss of their class indices.
 
 Adding a loss is one factory ``(cfg, weight) -> nn.Module`` plus one line in ``LOSSES``.
 ``weight`` is the per-class weight tensor when ``loss.class_weights`` is on, else None. Weights
@@ -17,15 +21,40 @@ from torch import nn
 
 from training.config import ConfigError, LossConfig
 
-__all__ = ["LOSSES", "FocalLoss", "SoftF1Loss", "build_loss", "inverse_frequency_weights"]
+__all__ = ["LOSSES", "CrossEntropyLoss", "FocalLoss", "SoftF1Loss", "build_loss", "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
+
+
+def _probabilities(targets: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Class indices (B,) or class probabilities (B, C) as (B, C) probabilities."""
+    if targets.is_floating_point():
+        return targets.to(dtype)
+    return F.one_hot(targets, num_classes=n_classes).to(dtype)
+
+
+class CrossEntropyLoss(nn.CrossEntropyLoss):
+    """torch's cross-entropy, with class-weighted soft targets averaged as class indices are.
+
+    For class indices torch divides the weighted sum by the targets' total weight; for probabilities
+    it divides by the batch size, so mixing a batch would change the loss's scale. Here both divide
+    by the total weight of the targets.
+    """
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.weight is None or not targets.is_floating_point():
+            return super().forward(logits, targets)
+        per_sample = F.cross_entropy(
+            logits, targets, weight=self.weight, label_smoothing=self.label_smoothing, reduction="none"
+        )
+        return per_sample.sum() / (targets * self.weight).sum()
 
 
 class FocalLoss(nn.Module):
     """Softmax focal loss (Lin et al. 2017): cross-entropy scaled by ``(1 - p_target) ** gamma``.
 
-    With ``gamma=0`` it equals (weighted) cross-entropy, including the weighted-mean reduction.
+    For class probabilities ``t`` it is ``sum_c -t_c (1 - p_c) ** gamma log p_c``. With ``gamma=0``
+    it equals (weighted) cross-entropy, including the weighted-mean reduction.
     """
 
     def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None) -> None:
@@ -34,14 +63,14 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        nll = F.cross_entropy(logits, targets, reduction="none")
+        log_p = logits.float().log_softmax(dim=1)
+        t = _probabilities(targets, logits.shape[1], log_p.dtype)
         # the clamp keeps the gradient of (1 - p)^gamma finite where p rounds to exactly 1
-        modulator = (1.0 - torch.exp(-nll)).clamp(min=1e-6) ** self.gamma
-        loss = modulator * nll
+        modulator = (1.0 - log_p.exp()).clamp(min=1e-6) ** self.gamma
+        loss = -t * modulator * log_p
         if self.weight is None:
-            return loss.mean()
-        w = self.weight[targets]
-        return (w * loss).sum() / w.sum()
+            return loss.sum(dim=1).mean()
+        return (loss * self.weight).sum() / (t * self.weight).sum()
 
 
 class SoftF1Loss(nn.Module):
@@ -58,17 +87,17 @@ class SoftF1Loss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         probs = logits.float().softmax(dim=1)
-        onehot = F.one_hot(targets, num_classes=logits.shape[1]).to(probs.dtype)
-        tp = (probs * onehot).sum(0)
-        fp = (probs * (1 - onehot)).sum(0)
-        fn = ((1 - probs) * onehot).sum(0)
+        truth = _probabilities(targets, logits.shape[1], probs.dtype)
+        tp = (probs * truth).sum(0)
+        fp = (probs * (1 - truth)).sum(0)
+        fn = ((1 - probs) * truth).sum(0)
         f1 = 2 * tp / (2 * tp + fp + fn + self.eps)
-        present = onehot.sum(0) > 0
+        present = truth.sum(0) > 0
         return 1.0 - f1[present].mean()
 
 
 def _ce(cfg: LossConfig, weight: torch.Tensor | None) -> nn.Module:
-    return nn.CrossEntropyLoss(weight=weight)
+    return CrossEntropyLoss(weight=weight)
 
 
 def _focal(cfg: LossConfig, weight: torch.Tensor | None) -> nn.Module:
@@ -76,7 +105,8 @@ def _focal(cfg: LossConfig, weight: torch.Tensor | None) -> nn.Module:
 
 
 def _label_smoothing(cfg: LossConfig, weight: torch.Tensor | None) -> nn.Module:
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.smoothing)
+    # on mixed targets too: smoothing the mixture is what timm's Mixup(label_smoothing=...) does
+    return CrossEntropyLoss(weight=weight, label_smoothing=cfg.smoothing)
 
 
 def _soft_f1(cfg: LossConfig, weight: torch.Tensor | None) -> nn.Module:

@@ -47,6 +47,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     kwargs: dict = {"num_classes": num_classes}
     if cfg.drop_rate > 0:  # passed only when set: a few timm models take no drop_rate at all
         kwargs["drop_rate"] = cfg.drop_rate
+    if cfg.drop_path_rate > 0:  # likewise: VGG, for one, has no residual branches to drop
+        kwargs["drop_path_rate"] = cfg.drop_path_rate
 
     source = "random init"
     if cfg.pretrained is not False:
@@ -60,7 +62,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     except TypeError as exc:
         raise ConfigError(
             f"model.name: timm model '{cfg.name}' rejected an option ({exc}); "
-            "set model.drop_rate to 0 or choose another model"
+            "set model.drop_rate and model.drop_path_rate to 0 or choose another model"
         ) from None
     except (RuntimeError, KeyError, ValueError, OSError) as exc:
         if source == "random init":

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import albumentations as A
 import torch
+import torch.nn.functional as F
+from timm.data import Mixup
 
 from training.config import AugmentConfig
 from training.memory import reuse_freed_blocks
 
-__all__ = ["PRESETS", "Normalizer", "build_augment"]
+__all__ = ["PRESETS", "Normalizer", "build_augment", "build_mixup", "mix_batch"]
 
 
 def _light(s: float, size: int) -> list[A.BasicTransform]:
@@ -59,6 +61,36 @@ def build_augment(cfg: AugmentConfig, size: int) -> A.Compose | None:
 
 def uses_hflip(cfg: AugmentConfig) -> bool:
     return cfg.hflip and cfg.preset != "none"
+
+
+def build_mixup(cfg: AugmentConfig, n_classes: int) -> Mixup | None:
+    """timm's batch mixing (mixup and/or cutmix) as ``cfg`` sets it, or None when it mixes nothing.
+
+    It draws from numpy's global generator: the training loop seeds that per epoch.
+    """
+    if cfg.mix_prob == 0 or (cfg.mixup_alpha == 0 and cfg.cutmix_alpha == 0):
+        return None
+    # Label smoothing stays with the loss, which smooths the mixed targets as Mixup would.
+    return Mixup(
+        mixup_alpha=cfg.mixup_alpha,
+        cutmix_alpha=cfg.cutmix_alpha,
+        prob=cfg.mix_prob,
+        label_smoothing=0.0,
+        num_classes=n_classes,
+    )
+
+
+def mix_batch(mixup: Mixup, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mix the normalized NCHW batch ``x`` in place; returns its (B, C) class probabilities.
+
+    Mixup pairs image i with image B-1-i and so needs an even batch: an odd one (a fold's last
+    batch) mixes all but its last image, which keeps its one-hot target.
+    """
+    targets = F.one_hot(y, mixup.num_classes).to(x.dtype)
+    even = len(y) - len(y) % 2
+    if even:
+        targets[:even] = mixup(x[:even], y[:even])[1]
+    return targets
 
 
 class Normalizer:

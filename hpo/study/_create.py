@@ -171,16 +171,18 @@ def _check_trials_can_run(
     space: SearchSpace, base: RunConfig, table: ImageTable, *, space_arg: str, data_arg: str
 ) -> None:
     """Refuse inputs on which every trial would fail (workers would fail trial after trial, never
-    reaching the budget): an unknown model, images smaller than it needs, too few images or groups
-    per class for the folds."""
+    reaching the budget): an unknown model or one that takes no dropout the space sets, images
+    smaller than it needs, too few images or groups per class for the folds."""
     import torch
 
     from training.folds import make_folds
     from training.models import build_model, check_image_size
 
     smallest = min(space.values_of("data.image_size", base))
+    # the highest dropout rates a trial can draw: a model without dropout (or drop path) rejects any
+    drop = {key: max(space.values_of(key, base)) for key in ("model.drop_rate", "model.drop_path_rate")}
     for name in space.values_of("model.name", base):
-        overrides = {"model.name": name, "model.pretrained": False}
+        overrides = {"model.name": name, "model.pretrained": False, **drop}
         cfg = apply_overrides(base, overrides, where=f"--space {space_arg}")
         try:
             with torch.device("meta"):  # the architecture only: no memory, no weights
