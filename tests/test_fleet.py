@@ -203,7 +203,11 @@ def test_retrain_top_k_skips_a_trial_whose_params_repeat_a_better_one(workdir: P
     assert result.exit_code == 0, result.output
     assert f"skipped trial {worse.number}: same params as trial {better.number}" in result.stderr
     chosen = sorted([better, other], key=lambda t: (-(t.value or 0), t.number))
-    assert f"retrained trial(s) {chosen[0].number}, {chosen[1].number} (folds, 4 member(s))" in result.stdout
+    # both retrained; the bundle keeps the 2 fold models of each trial the out-of-fold selection weighs
+    assert f"retrained trial(s) {chosen[0].number}, {chosen[1].number} (folds, " in result.stdout
+    weighed = [line for line in result.stdout.splitlines() if line.startswith("  trial ")]
+    kept = sum("weight 0.00" not in line for line in weighed)
+    assert len(weighed) == 2 and f"(folds, {2 * kept} member(s))" in result.stdout
 
 
 def test_devices_follow_the_gpus_the_scheduler_assigned(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,9 @@
 
 Four layouts load into the same :class:`ImageTable`: a CSV manifest (``path,label[,group]``), an
 ImageFolder tree, the mask-competition layout (18 classes, grouped by person) and the built-in
-sample. Their rules live in ``training.layouts``; loading raises the first problem a scan finds as
-a one-line :class:`~training.config.ConfigError`.
+samples (``sample``: digits; ``sample-mask``: the mask layout, with an eval split to predict).
+Their rules live in ``training.layouts``; loading raises the first problem a scan finds as a
+one-line :class:`~training.config.ConfigError`.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from training.layouts import (
     scan_mask_eval,
     scan_unlabeled_csv,
 )
-from training.sample import materialize_sample
+from training.sample import SAMPLES, materialize_mask_sample, materialize_sample
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageTable",
     "UnlabeledTable",
     "detect_format",
+    "is_sample",
     "load_table",
     "load_unlabeled",
     "sample_dir",
@@ -116,13 +118,22 @@ class UnlabeledTable:
 # ---------------------------------------------------------------------------------------------
 
 
-def sample_dir() -> Path:
-    """Where the built-in sample lives: ``$HPO_SAMPLE_DIR`` or ``.hpo/sample`` under the CWD."""
-    return Path(os.environ.get("HPO_SAMPLE_DIR") or Path.cwd() / ".hpo" / "sample").absolute()
+def sample_dir(name: str = "sample") -> Path:
+    """Where a built-in sample lives: ``sample`` in ``$HPO_SAMPLE_DIR`` or ``.hpo/sample`` under the
+    CWD, ``sample-mask`` in ``sample-mask`` beside it."""
+    digits = Path(os.environ.get("HPO_SAMPLE_DIR") or Path.cwd() / ".hpo" / "sample").absolute()
+    return digits if name == "sample" else digits.parent / name
+
+
+def is_sample(source: str | Path) -> bool:
+    """``source`` names a built-in sample (``sample``, ``sample-mask``) rather than a path."""
+    return str(source) in SAMPLES
 
 
 def scan_labeled(source: str | Path, fmt: str = "auto") -> Scan:
     """Every image and every problem of a labeled dataset; ``fmt`` forces a layout, ``auto`` detects it."""
+    if str(source) == "sample-mask" and fmt in ("auto", "mask", "sample"):
+        return scan_mask(materialize_mask_sample(sample_dir("sample-mask")))
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt == "sample":
         scan = scan_csv(materialize_sample(sample_dir()))
@@ -166,6 +177,8 @@ def load_unlabeled(source: str | Path, fmt: str = "auto") -> UnlabeledTable:
     if fmt == "sample" or (fmt == "auto" and str(source) == "sample"):
         table = load_table("sample")
         return UnlabeledTable(table.root, table.paths, table.paths)
+    if str(source) == "sample-mask" and fmt in ("auto", "mask", "sample"):
+        source, fmt = materialize_mask_sample(sample_dir("sample-mask")), "mask"  # its eval split
     path = existing_source(source)
     if fmt == "auto":
         fmt = (

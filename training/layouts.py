@@ -134,7 +134,7 @@ def existing_source(source: str | Path) -> Path:
     if not path.exists():
         raise ConfigError(
             f"data.source: {path} does not exist; give a CSV manifest, an image folder, the mask "
-            "layout root or 'sample'"
+            "layout root, or a built-in sample: 'sample' (digits) or 'sample-mask'"
         )
     return path
 
@@ -143,6 +143,8 @@ def detect_format(source: str | Path) -> str:
     """Name the layout of a labeled source: ``csv``, ``imagefolder``, ``mask`` or ``sample``."""
     if str(source) == "sample":
         return "sample"
+    if str(source) == "sample-mask":  # the built-in sample in the mask layout
+        return "mask"
     path = existing_source(source)
     if path.is_file():
         if path.suffix.lower() == ".csv":

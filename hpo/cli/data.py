@@ -18,7 +18,7 @@ from hpo.errors import UserError
 from training.config import CVConfig
 
 DataArg = Annotated[
-    str, typer.Argument(help="CSV manifest, ImageFolder root, mask-layout root, or 'sample'.")
+    str, typer.Argument(help="CSV manifest, ImageFolder root, mask-layout root, 'sample' or 'sample-mask'.")
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="auto | csv | imagefolder | mask | sample")]
 _SHOWN_PER_KIND = 20  # text output lists this many findings of a kind; --json has them all

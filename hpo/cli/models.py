@@ -36,6 +36,10 @@ VoteOpt = Annotated[
     str | None,
     typer.Option(help="Ensemble vote: soft (mean probabilities) | hard (majority). Default: soft."),
 ]
+NoBiasOpt = Annotated[
+    bool,
+    typer.Option("--no-bias", help="Skip the model's per-class bias (fitted on out-of-fold predictions)."),
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "--batch", help="Images per forward pass.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 
@@ -49,13 +53,19 @@ def _quiet_mlflow() -> None:
 def retrain(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOpt = None,
-    top_k: Annotated[int, typer.Option(help="Ensemble the K best complete trials.")] = 1,
+    top_k: Annotated[
+        int,
+        typer.Option(help="Candidates: the K best complete trials; out-of-fold F1 picks their weights."),
+    ] = 1,
     trial: Annotated[
         int | None, typer.Option(help="Retrain this trial number instead of the best.", show_default=False)
     ] = None,
     mode: Annotated[
         str, typer.Option(help="folds: keep the k fold models as an ensemble | full: one model on all data.")
     ] = "folds",
+    seeds: Annotated[
+        int, typer.Option(help="Retrain each trial with N seeds; a trial's seeds share its weight.")
+    ] = 1,
     registered_model: Annotated[
         str | None, typer.Option(help="Registered model name. Default: the study name.", show_default=False)
     ] = None,
@@ -80,6 +90,7 @@ def retrain(
         top_k=top_k,
         trial=trial,
         mode=mode,
+        seeds=seeds,
         registered_model=registered_model,
         tracking_uri=tracking_uri,
         force=force,
@@ -94,13 +105,24 @@ def print_retrain(result) -> None:
     for skipped, better in result.twins.items():
         err.print(f"skipped trial {skipped}: same params as trial {better}", highlight=False)
     trials = ", ".join(map(str, result.trials))
+    seeds = f", {result.seeds} seeds" if result.seeds > 1 else ""
     oof = f", out-of-fold {result.oof_f1:.4f}" if result.oof_f1 is not None else ""
     if result.train_f1 is not None:
         oof += f", training macro-F1 {result.train_f1:.4f} (on images it trained on, not held out)"
     console.print(
-        f"retrained trial(s) {trials} ({result.mode}, {result.n_members} member(s)): "
+        f"retrained trial(s) {trials} ({result.mode}{seeds}, {result.n_members} member(s)): "
         f"CV macro-F1 {result.cv_f1:.4f}{oof}"
     )
+    if (picked := result.ensemble) is not None:
+        for number, f1 in picked.member_f1.items():
+            console.print(
+                f"  trial {number}: out-of-fold macro-F1 {f1:.4f}, weight {picked.weights[number]:.2f}"
+            )
+        console.print(
+            f"ensemble out-of-fold macro-F1 {picked.ensemble_f1:.4f}; with its class bias "
+            f"{picked.biased_f1:.4f} (fitted on these predictions), {picked.heldout_biased_f1:.4f} "
+            "(fitted on the other folds)"
+        )
     console.print(f"MLflow run {result.run_id} (experiment {result.experiment_id}) in {result.tracking_uri}")
     reg = result.registered
     if reg.champion:
@@ -129,6 +151,7 @@ def predict(
     probs: Annotated[
         bool, typer.Option("--probs", help="Add prob_<class> columns (path,label layout).")
     ] = False,
+    no_bias: NoBiasOpt = False,
     batch_size: BatchOpt = 128,
     device: DeviceOpt = "auto",
     tracking_uri: TrackingOpt = None,
@@ -145,6 +168,7 @@ def predict(
         vote=vote,
         labels=labels,
         probs=probs,
+        bias=not no_bias,
         batch_size=batch_size,
         device=device,
         tracking_uri=tracking_uri,
@@ -152,7 +176,7 @@ def predict(
     columns = "ImageID,ans" if result.layout == "mask" else "path,label" + (",prob_*" if probs else "")
     console.print(
         f"wrote {result.out} ({columns}): {result.n_images} images, {result.n_members} member(s), "
-        f"tta={result.tta}, vote={result.vote}"
+        f"tta={result.tta}, vote={result.vote}, bias={result.bias}"
     )
     if result.report is not None:
         _print_report(result.report)
@@ -166,6 +190,7 @@ def evaluate(
     data: Annotated[str, typer.Option(help="Labeled images: CSV manifest, ImageFolder or mask-layout root.")],
     tta: TtaOpt = None,
     vote: VoteOpt = None,
+    no_bias: NoBiasOpt = False,
     batch_size: BatchOpt = 128,
     device: DeviceOpt = "auto",
     tracking_uri: TrackingOpt = None,
@@ -178,13 +203,21 @@ def evaluate(
 
     _quiet_mlflow()
     result = run_evaluate(
-        model, data, tta=tta, vote=vote, batch_size=batch_size, device=device, tracking_uri=tracking_uri
+        model,
+        data,
+        tta=tta,
+        vote=vote,
+        bias=not no_bias,
+        batch_size=batch_size,
+        device=device,
+        tracking_uri=tracking_uri,
     )
     if as_json:
         console.print_json(json.dumps(result.report))
     else:
         console.print(
-            f"{result.n_images} images, {result.n_members} member(s), tta={result.tta}, vote={result.vote}"
+            f"{result.n_images} images, {result.n_members} member(s), tta={result.tta}, vote={result.vote}, "
+            f"bias={result.bias}"
         )
         _print_report(result.report)
     _warn_overlap(result.overlap)

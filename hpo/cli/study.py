@@ -24,7 +24,9 @@ def study_create(
     space: Annotated[
         str, typer.Option(help="Search space: a YAML file or a shipped name (quick, default, ...).")
     ],
-    data: Annotated[str, typer.Option(help="CSV manifest, ImageFolder root, mask-layout root, or 'sample'.")],
+    data: Annotated[
+        str, typer.Option(help="CSV manifest, ImageFolder root, mask-layout root, 'sample' or 'sample-mask'.")
+    ],
     storage: StorageOpt = None,
     folds: Annotated[
         int | None,
@@ -289,7 +291,9 @@ def run(
     workers: Annotated[int, typer.Option(help="CPU worker processes when no GPU is present.")] = 2,
     study: Annotated[str, typer.Option(help="Study name.")] = "demo",
     space: Annotated[str, typer.Option(help="Search space.")] = "quick",
-    data: Annotated[str, typer.Option(help="Dataset; 'sample' is the built-in one.")] = "sample",
+    data: Annotated[
+        str, typer.Option(help="Dataset; 'sample' (digits) and 'sample-mask' are built in.")
+    ] = "sample",
     pruner: Annotated[str, typer.Option(help="median | hyperband | sh | wilcoxon | none")] = "median",
     storage: StorageOpt = None,
     mlflow: Annotated[

@@ -144,7 +144,8 @@ def check_data(
     findings = report.findings
     findings += scan.problems
     entries = scan.entries
-    eval_scan = scan_mask_eval(Path(source)) if scan.layout == "mask" and is_mask_eval(Path(source)) else None
+    # scan.root is train/images: the eval split sits beside train, for a path and for sample-mask alike
+    eval_scan = scan_mask_eval(scan.root) if scan.layout == "mask" and is_mask_eval(scan.root) else None
     eval_entries = eval_scan.entries if eval_scan is not None else []
 
     total = len(entries) + len(eval_entries)

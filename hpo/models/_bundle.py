@@ -2,7 +2,8 @@
 
 A bundle is a directory::
 
-    bundle.json          format, class names, TTA default, vote, provenance, one entry per member
+    bundle.json          format, class names, TTA default, vote, class bias, provenance, one entry per
+                         member (with its weight in the vote)
     member-<i>.safetensors   the member's state_dict (tensors only: loading it can never run code)
 
 Each member carries its own resolved run config, image size and normalization, so a top-k ensemble
@@ -71,6 +72,7 @@ class Member:
     fold: int | None = None  # CV fold it was trained on; None = all data
     cv_f1: float | None = None  # the trial's CV macro-F1 in the study
     epochs: int | None = None  # epochs trained
+    weight: float | None = None  # share in the soft vote; None: equal shares for all members
 
     @property
     def image_size(self) -> int:
@@ -95,6 +97,9 @@ class Bundle:
     tta: str = "none"  # default TTA mode for predict
     vote: str = "soft"  # default vote over members
     info: dict[str, Any] = field(default_factory=dict)  # provenance: study, trials, mode, cv_f1
+    # per-class offsets added to the vote's log-probabilities (fitted on OOF predictions for
+    # macro-F1); None: plain argmax
+    bias: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -103,10 +108,20 @@ class Bundle:
             raise ValueError(f"unknown TTA mode {self.tta!r}")
         if self.vote not in VOTES:
             raise ValueError(f"unknown vote {self.vote!r}")
+        if self.bias is not None and len(self.bias) != len(self.classes):
+            raise ValueError(f"bias has {len(self.bias)} values for {len(self.classes)} classes")
 
     @property
     def image_sizes(self) -> list[int]:
         return sorted({m.image_size for m in self.members})
+
+    @property
+    def weights(self) -> list[float] | None:
+        """Each member's share in the vote, summing to 1; None when every member counts alike."""
+        if all(m.weight is None for m in self.members):
+            return None
+        raw = [m.weight if m.weight is not None else 0.0 for m in self.members]
+        return [w / sum(raw) for w in raw]
 
     def describe(self) -> dict[str, Any]:
         """bundle.json without the weights."""
@@ -115,6 +130,7 @@ class Bundle:
             "classes": list(self.classes),
             "tta": {"default": self.tta, "modes": list(TTA_MODES)},
             "vote": self.vote,
+            "bias": list(self.bias) if self.bias is not None else None,
             "info": self.info,
             "members": [
                 {
@@ -123,6 +139,7 @@ class Bundle:
                     "fold": m.fold,
                     "cv_f1": m.cv_f1,
                     "epochs": m.epochs,
+                    "weight": m.weight,
                     "image_size": m.image_size,
                     "mean": list(m.mean),
                     "std": list(m.std),
@@ -199,6 +216,7 @@ def load_bundle(path: str | Path) -> Bundle:
                 fold=entry.get("fold"),
                 cv_f1=entry.get("cv_f1"),
                 epochs=entry.get("epochs"),
+                weight=entry.get("weight"),
             )
         )
     return Bundle(
@@ -207,6 +225,7 @@ def load_bundle(path: str | Path) -> Bundle:
         tta=raw["tta"]["default"],
         vote=raw.get("vote", "soft"),
         info=raw.get("info", {}),
+        bias=tuple(raw["bias"]) if raw.get("bias") is not None else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""An ensemble of bundle members: every member x every TTA view -> probabilities -> soft or hard vote."""
+"""An ensemble of bundle members: every member x every TTA view -> probabilities -> soft or hard vote
+(weighted by the members' weights) -> the bundle's class bias, unless switched off."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from hpo.errors import UserError
 from hpo.models._bundle import TTA_MODES, VOTES, Bundle, build_member_model
+from training.ensembling import apply_bias
 from training.loop import predict_proba, resolve_device
 
 __all__ = ["Ensemble", "combine", "tta_view", "tta_views"]
@@ -28,22 +30,24 @@ def tta_view(images: np.ndarray, view: str) -> np.ndarray:
     raise ValueError(f"unknown TTA view {view!r}")
 
 
-def combine(member_probs: np.ndarray, vote: str) -> np.ndarray:
+def combine(member_probs: np.ndarray, vote: str, weights: list[float] | None = None) -> np.ndarray:
     """(members, N, C) probabilities -> (N, C).
 
-    ``soft``: the mean of the members' probabilities. ``hard``: each member votes for its argmax and
-    the result is the vote share, with ties broken by the soft mean (a 1e-6 nudge, renormalized),
-    so ``argmax`` of the result is always the ensemble's answer.
+    ``soft``: the (weighted) mean of the members' probabilities. ``hard``: each member votes for its
+    argmax with its weight and the result is the vote share, with ties broken by the soft mean (a
+    1e-6 nudge, renormalized), so ``argmax`` of the result is always the ensemble's answer.
+    ``weights`` (summing to 1) default to equal shares.
     """
-    soft = member_probs.mean(axis=0)
+    n_members = len(member_probs)
+    w = np.full(n_members, 1.0 / n_members) if weights is None else np.asarray(weights, dtype=np.float64)
+    soft = np.tensordot(w, member_probs, axes=1).astype(member_probs.dtype)
     if vote == "soft":
         return soft
     if vote != "hard":
         raise ValueError(f"unknown vote {vote!r}")
-    n_members = len(member_probs)
     votes = np.zeros_like(soft)
-    for probs in member_probs:
-        votes[np.arange(len(probs)), probs.argmax(axis=1)] += 1.0 / n_members
+    for share, probs in zip(w, member_probs, strict=True):
+        votes[np.arange(len(probs)), probs.argmax(axis=1)] += share
     nudged = votes + 1e-6 * soft
     return nudged / nudged.sum(axis=1, keepdims=True)
 
@@ -87,10 +91,16 @@ class Ensemble:
                 out[i] = np.concatenate(chunks) if chunks else np.zeros((0, len(self.bundle.classes)))
         return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
 
-    def predict(self, images_at: Callable[[int], np.ndarray], *, tta: str, vote: str) -> np.ndarray:
+    def predict(
+        self, images_at: Callable[[int], np.ndarray], *, tta: str, vote: str, bias: bool = True
+    ) -> np.ndarray:
+        """The vote's probabilities; with ``bias`` (and a bundle that has one) shifted by the class bias."""
         if vote not in VOTES:
             raise UserError(f"--vote: unknown '{vote}'; use one of: {', '.join(VOTES)}")
-        return combine(self.member_probs(images_at, tta=tta), vote)
+        probs = combine(self.member_probs(images_at, tta=tta), vote, self.bundle.weights)
+        if bias and self.bundle.bias is not None:
+            return apply_bias(probs, self.bundle.bias).astype(np.float32)
+        return probs
 
 
 def tta_views(tta: str) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from hpo.models._bundle import Bundle
 from training.data import ImageTable, sample_dir, scan_labeled
+from training.layouts import is_mask_root
 from training.sample import SAMPLE_CSV
 
 __all__ = ["Overlap", "training_overlap"]
@@ -71,6 +72,10 @@ def _training_files(source: str) -> list[Path]:
         if not (sample_dir() / SAMPLE_CSV).is_file():  # never write the sample just to compare with it
             return []
         source = str(sample_dir() / SAMPLE_CSV)
+    elif source == "sample-mask":
+        if not is_mask_root(sample_dir(source)):  # nor the mask sample
+            return []
+        source = str(sample_dir(source))
     if not Path(source).exists():
         return []
     try:

@@ -76,6 +76,7 @@ class PredictResult:
     report: dict[str, Any] | None = None  # with labels: macro_f1, accuracy, per-class, confusion
     classes: tuple[str, ...] = field(default=())
     overlap: Overlap | None = None  # with labels: how many images the model trained on (None: unknown)
+    bias: str = "none"  # the class bias: "on" (applied), "off" (--no-bias) or "none" (the model has none)
 
 
 def predict(
@@ -87,6 +88,7 @@ def predict(
     vote: str | None = None,
     labels: bool = False,
     probs: bool = False,
+    bias: bool = True,
     batch_size: int = 128,
     device: str = "auto",
     cache_dir: str | Path = DataConfig().cache_dir,
@@ -94,6 +96,7 @@ def predict(
 ) -> PredictResult:
     """Predict ``data`` with ``model`` (models:/NAME@ALIAS, models:/NAME/VERSION or a local path).
 
+    ``bias``: apply the model's class bias (fitted on out-of-fold predictions), if it has one.
     ``labels``: ``data`` is a labeled set (CSV manifest, ImageFolder, mask train split); the result
     then carries a report with macro-F1. The mask eval layout gives ``ImageID,ans``; anything else
     ``path,label`` plus ``prob_<class>`` columns with ``probs``.
@@ -105,6 +108,7 @@ def predict(
             tta=tta,
             vote=vote,
             labels=labels,
+            bias=bias,
             batch_size=batch_size,
             device=device,
             cache_dir=cache_dir,
@@ -126,6 +130,7 @@ def evaluate(
     *,
     tta: str | None = None,
     vote: str | None = None,
+    bias: bool = True,
     batch_size: int = 128,
     device: str = "auto",
     cache_dir: str | Path = DataConfig().cache_dir,
@@ -143,6 +148,7 @@ def evaluate(
         tta=tta,
         vote=vote,
         labels=True,
+        bias=bias,
         batch_size=batch_size,
         device=device,
         cache_dir=cache_dir,
@@ -158,6 +164,7 @@ def _run(
     tta: str | None,
     vote: str | None,
     labels: bool,
+    bias: bool,
     batch_size: int,
     device: str,
     cache_dir: str | Path,
@@ -195,7 +202,7 @@ def _run(
     log.info(
         "predicting %d images with %d member(s), tta=%s, vote=%s", len(table), len(bundle.members), tta, vote
     )
-    probs = ensemble.predict(lambda size: load_images(keyed, size, cache_dir), tta=tta, vote=vote)
+    probs = ensemble.predict(lambda size: load_images(keyed, size, cache_dir), tta=tta, vote=vote, bias=bias)
     report = None
     if y_true is not None:
         report = classification_report(y_true, probs, bundle.classes, layout=layout)
@@ -210,6 +217,7 @@ def _run(
         report=report,
         classes=bundle.classes,
         overlap=overlap,
+        bias="none" if bundle.bias is None else "on" if bias else "off",
     )
     return result, table, probs
 

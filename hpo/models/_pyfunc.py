@@ -1,4 +1,5 @@
-"""The bundle's MLflow pyfunc face: ``mlflow.pyfunc.load_model(uri).predict(df, params={"tta": "hflip"})``.
+"""The bundle's MLflow pyfunc face: ``mlflow.pyfunc.load_model(uri).predict(df, params={"tta": "hflip"})``;
+params ``tta``, ``vote`` and ``bias`` (false: skip the class bias) default to the bundle's own.
 
 :class:`BundleModel` loads a bundle from the model's artifacts; it is logged as *models from code*
 (``_pyfunc_entry.py``), so the MLflow model holds no pickle.
@@ -27,7 +28,7 @@ _ENTRY = Path(__file__).with_name("_pyfunc_entry.py")  # the models-from-code sc
 
 def model_signature(bundle: Bundle):
     """Input: a DataFrame with an ``image`` column (encoded image bytes) or a ``path`` column;
-    output: ``label`` plus ``prob_<class>``; params: ``tta`` and ``vote``."""
+    output: ``label`` plus ``prob_<class>``; params: ``tta``, ``vote`` and ``bias``."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -39,7 +40,11 @@ def model_signature(bundle: Bundle):
             [ColSpec("string", "label"), *(ColSpec("double", f"prob_{c}") for c in bundle.classes)]
         ),
         params=ParamSchema(
-            [ParamSpec("tta", "string", bundle.tta), ParamSpec("vote", "string", bundle.vote)]
+            [
+                ParamSpec("tta", "string", bundle.tta),
+                ParamSpec("vote", "string", bundle.vote),
+                ParamSpec("bias", "boolean", True),  # a bundle without a bias ignores it
+            ]
         ),
     )
 
@@ -68,7 +73,10 @@ class BundleModel(PythonModel):
             return np.stack([decode_image(s, size) for s in _rewound(sources)]).astype(np.uint8)
 
         probs = self.ensemble.predict(
-            images_at, tta=params.get("tta", self.bundle.tta), vote=params.get("vote", self.bundle.vote)
+            images_at,
+            tta=params.get("tta", self.bundle.tta),
+            vote=params.get("vote", self.bundle.vote),
+            bias=bool(params.get("bias", True)),
         )
         out = pd.DataFrame({"label": [self.bundle.classes[i] for i in probs.argmax(axis=1)]})
         for j, name in enumerate(self.bundle.classes):

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,9 @@ from hpo.errors import UserError
 from hpo.models._bundle import Bundle, Member, default_tta
 from hpo.models._ensemble import Ensemble
 from hpo.models._figures import optuna_plots, report_text
+from hpo.models._oof import OofEnsemble, log_oof_ensemble, pick_ensemble
 from hpo.models._registry import Registered, register_version
+from hpo.models._retrain_fits import OnFold, Retrained, retrain_trial, train_subset
 from hpo.records import trial_record
 from hpo.study import StudySpec, open_study, storage_url, study_lock
 from hpo.tracking import (
@@ -46,10 +47,9 @@ from hpo.tracking import (
 )
 from storage import redact
 from training.batches import LoadedData, load_data
-from training.checkpoint import load_checkpoint
 from training.config import RunConfig, apply_overrides
-from training.cv import Fold, cross_validate, out_of_fold
-from training.loop import EpochStats, fit
+from training.cv import split
+from training.data import is_sample
 from training.metrics import classification_report
 
 __all__ = ["MODES", "RetrainResult", "retrain", "select_trials"]
@@ -57,10 +57,6 @@ __all__ = ["MODES", "RetrainResult", "retrain", "select_trials"]
 log = logging.getLogger(__name__)
 
 MODES = ("folds", "full")
-_TRAIN_SUBSET = 512  # images scored each epoch in full mode (fit needs a validation set)
-
-# (trial number, "fold 2/3" | "all data, on its training images", F1): full mode's F1 is a training F1
-OnFold = Callable[[int, str, float], None]
 
 
 @dataclass(frozen=True)
@@ -79,6 +75,8 @@ class RetrainResult:
     n_members: int
     artifacts: list[str] = field(default_factory=list)
     twins: dict[int, int] = field(default_factory=dict)  # skipped trial -> the better trial with its params
+    ensemble: OofEnsemble | None = None  # folds mode: the blend picked on out-of-fold predictions
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -89,18 +87,6 @@ class _Target:
     client: Any  # MlflowClient
     experiment_id: str
     parent_run_id: str | None
-
-
-@dataclass(frozen=True)
-class _Retrained:
-    """One trial retrained: its members, out-of-fold probabilities (folds mode) and epoch history."""
-
-    trial: FrozenTrial
-    config: RunConfig
-    data: LoadedData
-    members: list[Member]
-    oof: np.ndarray | None
-    history: dict[int, list[EpochStats]]  # fold index -> epochs
 
 
 def select_trials(
@@ -158,6 +144,7 @@ def retrain(
     top_k: int = 1,
     trial: int | None = None,
     mode: str = "folds",
+    seeds: int = 1,
     registered_model: str | None = None,
     tracking_uri: str | None = None,
     force: bool = False,
@@ -167,6 +154,9 @@ def retrain(
 ) -> RetrainResult:
     """Retrain, log to MLflow (under the study's parent run when it is tracked), register, maybe promote.
 
+    Each trial trains with ``seeds`` seeds. In folds mode the trials' out-of-fold predictions pick
+    the ensemble's weights and its class bias (``hpo.models._oof``).
+
     Tracking URI: ``tracking_uri``, then the study's, then ``MLFLOW_TRACKING_URI``, then the local store.
     """
     import mlflow
@@ -175,6 +165,8 @@ def retrain(
 
     if mode not in MODES:
         raise UserError(f"--mode: unknown '{mode}'; use one of: {', '.join(MODES)}")
+    if seeds < 1:
+        raise UserError(f"--seeds: {seeds} must be at least 1")
     url = storage_url(storage)
     study, spec = open_study(name, url)
     twins: dict[int, int] = {}
@@ -191,6 +183,7 @@ def retrain(
         "foldtune.kind": "retrain",
         "foldtune.trials": ",".join(map(str, numbers)),
         "foldtune.mode": mode,
+        "foldtune.seeds": str(seeds),
         "foldtune.storage": redact(url),
     }
     if target.parent_run_id is not None:
@@ -203,17 +196,39 @@ def retrain(
         ) as run:
             _log_inputs(trials, configs, mode=mode, cv_f1=cv_f1)
             retrained = [
-                _retrain_trial(t, config, mode=mode, workdir=tmp / f"trial-{t.number}", on_fold=on_fold)
+                retrain_trial(
+                    t, config, mode=mode, seeds=seeds, workdir=tmp / f"trial-{t.number}", on_fold=on_fold
+                )
                 for t, config in zip(trials, configs, strict=True)
             ]
-            report = _log_evaluation(retrained, title=f"{name} {label} ({mode})", mode=mode)
+            picked = None
+            if mode == "folds":
+                data_ = retrained[0].data
+                picked = pick_ensemble(
+                    [r.oof for r in retrained if r.oof is not None],
+                    data_.table.labels,
+                    trials=numbers,
+                    folds=[fold.val_idx for fold in split(configs[0], data_)],
+                )
+                log_oof_ensemble(picked)
+            report = _log_evaluation(
+                retrained, picked, title=f"{name} {label} ({mode}{_seeds(seeds)})", mode=mode
+            )
             _log_study_plots(study, tmp / "optuna", target, cv_f1=cv_f1)
-            info = {"study": name, "trials": numbers, "mode": mode, "cv_f1": cv_f1, "storage": redact(url)}
+            info = {
+                "study": name,
+                "trials": numbers,
+                "mode": mode,
+                "seeds": seeds,
+                "cv_f1": cv_f1,
+                "storage": redact(url),
+                **({"ensemble": picked.to_dict()} if picked is not None else {}),
+            }
             # the layout says how the classes read (mask: "4 wear/female/30-59"); the fingerprint
             # lets `hpo evaluate` tell the training data from held-out data
             layout = retrained[-1].data.table.layout
             bundle = _bundle(
-                retrained, info={**info, "data_fingerprint": spec.data_fingerprint, "layout": layout}
+                retrained, picked, info={**info, "data_fingerprint": spec.data_fingerprint, "layout": layout}
             )
             example = retrained[-1].data.table.file(0).read_bytes()  # what the pyfunc's `image` column takes
             model = log_bundle_model(bundle, tmp, example_image=example)
@@ -250,6 +265,8 @@ def retrain(
         n_members=len(bundle.members),
         artifacts=artifacts,
         twins=twins,
+        ensemble=picked,
+        seeds=seeds,
     )
 
 
@@ -272,7 +289,7 @@ def _trial_config(t: FrozenTrial, spec: StudySpec, *, data: str | None, device: 
     config = RunConfig.from_dict(trial_record(t)["config"], where=f"trial {t.number}")
     overrides: dict[str, Any] = {"budget.device": device}
     if data:
-        overrides["data.source"] = data if data == "sample" else str(Path(data).resolve())
+        overrides["data.source"] = data if is_sample(data) else str(Path(data).resolve())
     config = apply_overrides(config, overrides, where="hpo retrain")
     spec.check_data(load_data(config.data).table, config.data.source)
     return config
@@ -287,86 +304,20 @@ def _log_inputs(trials: list[FrozenTrial], configs: list[RunConfig], *, mode: st
     mlflow.log_metrics({"cv_f1": cv_f1, **{f"trial{t.number}/cv_f1": float(t.value or 0.0) for t in trials}})
 
 
-def _retrain_trial(
-    t: FrozenTrial, config: RunConfig, *, mode: str, workdir: Path, on_fold: OnFold | None
-) -> _Retrained:
-    """Train trial ``t`` again: its k folds (folds mode) or once on all images (full mode)."""
-    data = load_data(config.data)
-    history: dict[int, list[EpochStats]] = {}
-    if mode == "full":
-        return _retrain_full(t, config, data, workdir=workdir, history=history, on_fold=on_fold)
-
-    def on_epoch(fold: Fold, stats: EpochStats) -> None:
-        history.setdefault(fold.index, []).append(stats)
-        _log_epoch(f"trial{t.number}/fold{fold.number}", stats)
-
-    members, results = [], []
-    for result in cross_validate(config, data=data, on_epoch=on_epoch, checkpoint_dir=workdir):
-        results.append(result)
-        fold, fit_result = result.fold, result.fit
-        assert fit_result.checkpoint is not None  # cross_validate was given a checkpoint_dir
-        state = load_checkpoint(fit_result.checkpoint)
-        members.append(
-            Member.from_checkpoint(
-                state, trial=t.number, fold=fold.index, cv_f1=t.value, epochs=fit_result.best_epoch
-            )
-        )
-        _log_metric(f"trial{t.number}/fold{fold.number}/best_f1", fit_result.best_f1)
-        if on_fold is not None:
-            on_fold(t.number, f"fold {fold.number}/{fold.count}", fit_result.best_f1)
-    oof = out_of_fold(results, len(data.table), data.n_classes)
-    return _Retrained(t, config, data, members, oof, history)
-
-
-def _retrain_full(
-    t: FrozenTrial,
-    config: RunConfig,
-    data: LoadedData,
-    *,
-    workdir: Path,
-    history: dict[int, list[EpochStats]],
-    on_fold: OnFold | None,
-) -> _Retrained:
-    record = trial_record(t)
-    epochs = max(
-        int(e) for e in record.get("best_epochs") or record.get("epochs") or [config.budget.max_epochs]
-    )
-    config = apply_overrides(
-        config, {"budget.max_epochs": epochs, "budget.patience": None}, where="hpo retrain --mode full"
-    )
-
-    def on_epoch(stats: EpochStats) -> None:
-        history.setdefault(0, []).append(stats)
-        _log_epoch(f"trial{t.number}/full", stats, on_training_images=True)
-
-    everything = np.arange(len(data.table), dtype=np.int64)
-    result = fit(
-        config,
-        everything,
-        _train_subset(len(data.table)),
-        on_epoch=on_epoch,
-        checkpoint_dir=workdir / "full",
-        data=data,
-    )
-    state = load_checkpoint(workdir / "full" / "best.pt")  # config, classes, mean/std
-    state["model"] = load_checkpoint(workdir / "full" / "last.pt")["model"]  # the final epoch's weights
-    if on_fold is not None:
-        on_fold(t.number, "all data, on its training images", result.history[-1].f1)
-    member = Member.from_checkpoint(state, trial=t.number, fold=None, cv_f1=t.value, epochs=epochs)
-    return _Retrained(t, config, data, [member], None, history)
-
-
-def _log_evaluation(retrained: list[_Retrained], *, title: str, mode: str) -> dict[str, Any]:
-    """Out-of-fold report (folds mode) or one on a training subset (full mode), with its figures."""
+def _log_evaluation(
+    retrained: list[Retrained], picked: OofEnsemble | None, *, title: str, mode: str
+) -> dict[str, Any]:
+    """Out-of-fold report of the picked blend, without its bias (folds mode), or one on a training
+    subset (full mode), with its figures."""
     import mlflow
 
     table = retrained[-1].data.table
     classes, labels = tuple(table.classes), table.labels
-    if retrained[0].oof is not None:
+    if picked is not None:
         y_true, where, prefix = labels, "out-of-fold", "oof"
-        probs = np.mean([r.oof for r in retrained], axis=0)
+        probs = picked.probs
     else:
-        idx = _train_subset(len(labels))
+        idx = train_subset(len(labels))
         y_true, where, prefix = labels[idx], "training images (not held out)", "train"
         probs = _predict_members([m for r in retrained for m in r.members], retrained[-1].data, idx, classes)
     report = classification_report(y_true, probs, classes, layout=table.layout)
@@ -398,46 +349,32 @@ def _log_study_plots(study: optuna.Study, directory: Path, target: _Target, *, c
         target.client.log_metric(target.parent_run_id, "best_cv_f1", cv_f1)
 
 
-def _bundle(retrained: list[_Retrained], *, info: dict[str, Any]) -> Bundle:
+def _bundle(retrained: list[Retrained], picked: OofEnsemble | None, *, info: dict[str, Any]) -> Bundle:
+    """The members with their shares of the vote (a trial's share split over its fold and seed
+    models); trials the selection left out are not kept. Without a pick, every member counts alike."""
+    members = []
+    for r in retrained:
+        if picked is None:
+            members += r.members
+        elif share := picked.weights[r.trial.number]:
+            members += [replace(m, weight=share / len(r.members)) for m in r.members]
+    bias = picked.bias if picked is not None and any(picked.bias) else None  # all zero: plain argmax
     return Bundle(
         classes=tuple(retrained[-1].data.table.classes),
-        members=[m for r in retrained for m in r.members],
+        members=members,
         tta=default_tta([r.config for r in retrained]),
         info=info,
+        bias=bias,
     )
+
+
+def _seeds(seeds: int) -> str:
+    return f", {seeds} seeds" if seeds > 1 else ""
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _log_epoch(prefix: str, stats: EpochStats, *, on_training_images: bool = False) -> None:
-    """An epoch's metrics; ``on_training_images``: its "validation" ran on images it trains on (full
-    mode), so its loss and F1 are named as training numbers."""
-    import mlflow
-
-    scored = "train_subset_loss" if on_training_images else "val_loss"
-    mlflow.log_metrics(
-        {
-            f"{prefix}/train_loss": stats.train_loss,
-            f"{prefix}/{scored}": stats.val_loss,
-            f"{prefix}/{'train_f1' if on_training_images else 'f1'}": stats.f1,
-            f"{prefix}/lr": stats.lr,
-        },
-        step=stats.epoch,
-    )
-
-
-def _log_metric(key: str, value: float) -> None:
-    import mlflow
-
-    mlflow.log_metric(key, value)
-
-
-def _train_subset(n: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return np.sort(rng.choice(n, size=min(n, _TRAIN_SUBSET), replace=False)).astype(np.int64)
 
 
 def _predict_members(members: list[Member], data: LoadedData, idx: np.ndarray, classes) -> np.ndarray:

@@ -17,7 +17,7 @@ from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_
 from hpo.study._spec import StudySpec, spec_differences
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
 from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
-from training.data import ImageTable, load_table
+from training.data import ImageTable, is_sample, load_table
 
 __all__ = [
     "METRIC_NAME",
@@ -73,7 +73,7 @@ def create_study(
     if folds is not None and folds < 2:
         raise UserError(f"--folds: {folds} is too few for k-fold cross-validation; use 2 or more")
     loaded_space = _with_folds(load_space(space), folds, space_arg=str(space))
-    source = data if data == "sample" else str(Path(data).resolve())
+    source = data if is_sample(data) else str(Path(data).resolve())
     table = load_table(source)
     base = loaded_space.resolve(RunConfig(data=DataConfig(source=source)), {})
     base = apply_overrides(base, {"cv.seed": seed}, where="hpo study create")
