@@ -1,7 +1,10 @@
 """foldtune side by side with the tools its users know: the same data, search space and wall-clock budget.
 
 (a) foldtune  `hpo study create` + `hpo worker --devices cpu:2`: TPE, median pruner, the decoded-image
-              cache, group-aware folds; two worker processes of one torch thread each.
+              cache, group-aware folds; two worker processes of one torch thread each. No MLflow (the
+              peers track nothing either); it still does work the peers do not: each trial's dashboard
+              plots (about a second of CPU per trial here; --no-foldtune-plots turns them off), fold
+              checkpoints every epoch, a heartbeat and per-epoch progress in the storage.
 (b) Ray Tune  OptunaSearch + ASHA (epochs as rungs), two trials at a time, a plain DataLoader / PIL /
               albumentations / timm loop decoding every epoch (benchmarks/peer_ray.py).
 (c) Optuna    a plain script as the competition seeds write it: StratifiedKFold, the same plain loop,
@@ -297,7 +300,9 @@ def quick_space(setup: Setup) -> dict[str, Any]:
     return raw
 
 
-def run_foldtune(split: DataSplit, setup: Setup, *, seed: int, budget_s: float, work: Path) -> PeerRun:
+def run_foldtune(
+    split: DataSplit, setup: Setup, *, seed: int, budget_s: float, work: Path, plots: bool = True
+) -> PeerRun:
     import optuna
 
     space = work / "space.yaml"
@@ -305,7 +310,8 @@ def run_foldtune(split: DataSplit, setup: Setup, *, seed: int, budget_s: float, 
     url, log = f"sqlite:///{work / 'foldtune.db'}", work / "foldtune.log"
     create = [_hpo(), "study", "create", "peers", "--space", str(space), "--data", str(split.search_csv)]
     create += ["--storage", url, "--folds", str(setup.folds), "--sampler", "tpe", "--pruner", "median"]
-    create += ["--seed", str(seed), "--artifacts", str(work / "artifacts")]
+    create += ["--seed", str(seed)]
+    create += ["--artifacts", str(work / "artifacts")] if plots else ["--no-plots"]
     t0 = time.time()
     deadline = t0 + budget_s
     created = _start(create, cwd=work, log=log)
@@ -500,6 +506,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=Setup.epochs, help="epoch cap per fold")
     parser.add_argument("--images", type=int, default=None, help="use this many images (whole groups)")
     parser.add_argument("--rescore-jobs", type=int, default=CONCURRENT, help="judge processes")
+    parser.add_argument(
+        "--no-foldtune-plots",
+        dest="foldtune_plots",
+        action="store_false",
+        help="foldtune's study without dashboard plots (`hpo study create --no-plots`): the same work as "
+        "the peers, which render none",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep every run's files and logs here")
     parser.add_argument(
         "--quick", action="store_true", help=f"CPU-sized: {', '.join(f'{k}={v}' for k, v in QUICK.items())}"
@@ -531,7 +544,8 @@ def run_dataset(name: str, args: argparse.Namespace, setup: Setup, root: Path) -
         for peer in args.peers[shift:] + args.peers[:shift]:
             work = root / f"{peer}-seed{seed}"
             work.mkdir(parents=True, exist_ok=True)
-            run = RUNNERS[peer](split, setup, seed=seed, budget_s=args.budget_s, work=work)
+            extra = {"plots": args.foldtune_plots} if peer == "foldtune" else {}
+            run = RUNNERS[peer](split, setup, seed=seed, budget_s=args.budget_s, work=work, **extra)
             run.picks = picks(run.trials, args.budget_s)
             runs.append(run)
             best = run.picks[-1].cv_f1 if run.picks else math.nan
@@ -590,7 +604,7 @@ def main() -> None:
     setup_text = (
         f"quick space, {setup.model} {setup.image_size}px, {setup.folds} folds x <= {setup.epochs} epochs, "
         f"{args.budget_s:g} s per run, {CONCURRENT} trials at a time, {len(args.seeds)} seed(s), "
-        "judged on held-out groups"
+        f"foldtune {'with' if args.foldtune_plots else 'without'} dashboard plots, judged on held-out groups"
     )
     os.environ.setdefault("COLUMNS", "220")  # rich falls back to 80 columns when piped
     report(

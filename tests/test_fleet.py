@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -181,6 +182,26 @@ def test_the_cli_starts_without_the_training_stack(workdir: Path, small_csv: Pat
     out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, cwd=workdir)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_worker_pool_leaves_the_training_stack_to_its_trial_processes(
+    workdir: Path, small_csv: Path
+) -> None:
+    # The pool process starts its trial processes sooner when it does not import torch itself first.
+    url = f"sqlite:///{workdir / 'pool.db'}"
+    study, _ = create_study("pool", space=write_space(workdir, epochs=1), data=str(small_csv), storage=url)
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))  # budget of 1 met
+    code = (
+        "import sys; from typer.testing import CliRunner; from hpo.cli import app\n"
+        "args = ['worker', 'pool', '--storage', sys.argv[1], '--devices', 'cpu', '--n-trials', '1']\n"
+        "result = CliRunner().invoke(app, args)\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # its trial process imported them, joined and found the budget met
+    assert len(trials_of(url, "pool")) == 1
 
 
 @pytest.mark.slow

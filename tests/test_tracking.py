@@ -152,6 +152,22 @@ def test_no_mlflow_and_unreachable_servers(workdir: Path) -> None:
     )
 
 
+def test_no_plots_keeps_no_plot_directory_and_workers_render_none(workdir: Path) -> None:
+    from hpo.workers import observers_for
+
+    storage = f"sqlite:///{workdir / 'study.db'}"
+    assert_one_line_error(create("--storage", storage, "--no-plots", "--artifacts", "p"), "--artifacts")
+    made = create("--storage", storage, "--no-plots")
+    assert made.exit_code == 0, made.output
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert "artifact_store" not in study.user_attrs
+    assert observers_for(study).observers == []  # no figures, no MLflow: nothing watches the trials
+    assert create("--storage", storage).exit_code == 0  # reused as it was made
+    plotted = f"sqlite:///{workdir / 'plotted.db'}"
+    assert create("--storage", plotted).exit_code == 0
+    assert_one_line_error(create("--storage", plotted, "--no-plots"), "already keeps trial plots")
+
+
 def test_a_dead_tracking_server_never_fails_a_trial(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

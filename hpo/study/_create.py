@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from hpo.errors import UserError
-from hpo.records import study_record, write_study
+from hpo.records import StudyRecord, study_record, write_study
 from hpo.space import SearchSpace, load_space
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.study._spec import StudySpec, spec_differences
@@ -58,14 +58,18 @@ def create_study(
     pruner: str = "median",
     seed: int = 0,
     artifacts: str | Path | None = None,
+    plots: bool = True,
 ) -> tuple[optuna.Study, bool]:
     """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created).
 
     ``folds``: k of the k-fold objective; None keeps the space's fixed ``cv.folds``, else the run
     config's default (3). A value given replaces the space's fixed one, in the stored space too.
     ``artifacts`` (default ``.hpo/artifacts``) is the directory for trial plots; its absolute path is
-    kept in the study so that every worker and the dashboard use the same one.
+    kept in the study so that every worker and the dashboard use the same one. ``plots=False`` keeps
+    no directory: workers render no plots for the dashboard (a tracked study's MLflow runs get them).
     """
+    if not plots and artifacts is not None:
+        raise UserError("--artifacts is where trial plots go; leave it out with --no-plots")
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: unknown '{sampler}'; use one of: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
@@ -97,8 +101,9 @@ def create_study(
         except KeyError:
             study = optuna.create_study(study_name=name, storage=backend, direction="maximize")
             _name_the_objective(study)
-            artifact_store = str(artifact_dir(artifacts or DEFAULT_ARTIFACTS))
-            record = {"foldtune": spec.to_dict(), "artifact_store": artifact_store, "weights": weights}
+            record: StudyRecord = {"foldtune": spec.to_dict(), "weights": weights}
+            if plots:
+                record["artifact_store"] = str(artifact_dir(artifacts or DEFAULT_ARTIFACTS))
             write_study(study, record)
             return study, True
     existing = load_spec(study)
@@ -106,6 +111,8 @@ def create_study(
     if study.metric_names is None:  # made before foldtune named it
         _name_the_objective(study)
     stored = artifact_location(study)
+    if not plots and stored is not None:
+        raise UserError(f"study '{name}' already keeps trial plots in {stored}; leave out --no-plots")
     if artifacts is not None and stored is not None and str(artifact_dir(artifacts)) != stored:
         raise UserError(
             f"study '{name}' already keeps its artifacts in {stored}; leave out --artifacts "

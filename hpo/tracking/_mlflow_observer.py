@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -18,8 +18,10 @@ from hpo.tracking._mlflow import StudyTracking, flat_params, study_tracking
 from hpo.tracking._observers import TrialObserver
 from storage import redact
 from training.config import RunConfig
-from training.cv import Fold, FoldResult
-from training.loop import EpochStats
+
+if TYPE_CHECKING:  # torch and timm: only trial processes load them, and they have by now
+    from training.cv import Fold, FoldResult
+    from training.loop import EpochStats
 
 __all__ = ["BUDGET_MET", "MlflowObserver", "finish_study_run", "tracking_observer"]
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
 from training.config import RunConfig
-from training.cv import Fold, FoldResult
-from training.loop import EpochStats
+
+if TYPE_CHECKING:  # torch and timm: only trial processes load them, and they have by now
+    from training.cv import Fold, FoldResult
+    from training.loop import EpochStats
 
 __all__ = ["ObserverGroup", "TrialObserver"]
 

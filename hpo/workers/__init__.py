@@ -4,27 +4,41 @@
 
 Each process runs :class:`Objective` (the pruned, group-aware k-fold objective) through a
 :class:`BudgetedStudy`, whose ``ask`` enforces the budget across processes and machines.
+
+The names load on first use: the pool process (``run_workers``) starts its trial processes without
+importing torch, timm and albumentations itself; only the trial processes do.
 """
 
-from hpo.workers._budget import HEARTBEAT_SECONDS, BudgetedStudy, BudgetReached
-from hpo.workers._devices import Slot, gpu_count, parse_devices
-from hpo.workers._objective import Objective, root_trial_number
-from hpo.workers._observers import observers_for
-from hpo.workers._pool import STOP_GRACE_SECONDS, PoolResult, PullArgs, pull_trials, run_workers
+from __future__ import annotations
 
-__all__ = [
-    "HEARTBEAT_SECONDS",
-    "STOP_GRACE_SECONDS",
-    "BudgetReached",
-    "BudgetedStudy",
-    "Objective",
-    "PoolResult",
-    "PullArgs",
-    "Slot",
-    "gpu_count",
-    "observers_for",
-    "parse_devices",
-    "pull_trials",
-    "root_trial_number",
-    "run_workers",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {  # public name -> the private module that defines it
+    "HEARTBEAT_SECONDS": "hpo.workers._budget",
+    "BudgetReached": "hpo.workers._budget",
+    "BudgetedStudy": "hpo.workers._budget",
+    "Slot": "hpo.workers._devices",
+    "gpu_count": "hpo.workers._devices",
+    "parse_devices": "hpo.workers._devices",
+    "Objective": "hpo.workers._objective",
+    "root_trial_number": "hpo.workers._objective",
+    "observers_for": "hpo.workers._observers",
+    "STOP_GRACE_SECONDS": "hpo.workers._pool",
+    "PoolResult": "hpo.workers._pool",
+    "PullArgs": "hpo.workers._pool",
+    "pull_trials": "hpo.workers._pool",
+    "run_workers": "hpo.workers._pool",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hpo.workers' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
