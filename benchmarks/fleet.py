@@ -18,12 +18,12 @@
    (torch, mlflow, timm, albumentations, cv2) ``import hpo.cli``, ``hpo --help`` and ``hpo status``
    load: the goal is none.
 
-Evidence so far (2026-12-01, 2-core Xeon shared with other work, load average 4.5-7.9, torch 2.14.1,
-optuna 5.0.0): the --quick run only, before CPU trial processes of separate workers split the cores.
-Two `cpu` workers trained 96 images/s together against 502 for one `cpu:2` (0.19x; wall 143 s vs
-62 s), and proposed twin configs (2 distinct param sets in 4 trials). `hpo --help` started in 0.91 s
-against 0.10 s for `import typer, rich` (8.9x), `hpo status` on a 4-trial study in 1.45 s; none of
-them loads a heavy module (optuna, sqlalchemy, numpy and pydantic are what they do load).
+Evidence so far (2026-12-01, 2-core EPYC shared with other work, load average 2.9-4.6, torch
+2.14.1, optuna 5.0.0), the --quick run: two `cpu` workers trained 566 images/s together against 521
+for one `cpu:2` (1.09x; wall 51 s vs 54 s; before CPU trial processes of separate workers split the
+cores: 96 vs 502, 0.19x), each run 4 distinct param sets in 4 trials. `hpo --help` started in 0.53 s
+against 0.10 s for `import typer, rich` (5.3x; 0.91 s before the package faces loaded lazily),
+`hpo status` on a 4-trial study in 1.66 s; none of them loads a heavy module.
 
     python -m benchmarks.fleet --quick     # ~5 min on 2 busy cores: 4 trials a run, 900 images
     python -m benchmarks.fleet             # full: 8 trials a run, 2 repeats, whole sample, ~20-50 min
