@@ -148,9 +148,21 @@ def test_hpo_run_main_job_prints_best_f1_and_where_the_study_lives(tmp_path: Pat
 
     from mlflow import MlflowClient
 
+    # the shipped quick space at 2 folds x 2 epochs: the whole chain, in a third of the CPU time
+    quick = (Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml").read_text()
+    assert "budget.max_epochs: 6" in quick and "cv.folds: 3" in quick
+    space = tmp_path / "quick-short.yaml"
+    space.write_text(
+        quick.replace("budget.max_epochs: 6", "budget.max_epochs: 2").replace("cv.folds: 3", "cv.folds: 2")
+    )
     env = {**os.environ, "HPO_STORAGE": "", "MLFLOW_TRACKING_URI": ""}
     out = subprocess.run(
-        [HPO, "run", "--n-trials", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env
+        [HPO, "run", "--n-trials", "2", "--space", str(space)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     assert "best macro-F1" in out.stdout
