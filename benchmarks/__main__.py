@@ -36,6 +36,7 @@ STAGES: list[list[tuple[str, list[str]]]] = [
     [("fleet", ["--quick"])],  # two `--devices cpu` workers vs one `cpu:2`; CLI start and its imports
     [("scale", ["--quick"])],  # cache build, `hpo data check`, `hpo status` at the competition's size
     [("peers", ["--quick"])],  # against Ray Tune and plain Optuna, in wall time: needs the [bench] extra
+    [("techniques", ["--quick"])],  # OOF macro-F1 of mixup/cutmix, EMA, class bias, ensembles: sample-mask
     [("pruning", ["--quick"]), ("search_quality", ["--quick"])],
 ]
 

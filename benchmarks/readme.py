@@ -299,6 +299,64 @@ def _scale(payload: dict[str, Any], where: str) -> list[Row]:
     return rows
 
 
+def _techniques(payload: dict[str, Any], where: str) -> list[Row]:
+    rows, versus = payload["summary"]["rows"], payload["summary"]["comparisons"]
+    setup = f"{where}, {'--quick, ' if payload.get('quick') else ''}{payload['setup']}"
+    goal = "a gain beyond the spread over seeds"
+
+    def pm(pair: list[float], sign: str = "") -> str:
+        return f"{pair[0]:{sign}.3f} ± {pair[1]:.3f}"
+
+    attributes = ", ".join(f"{name} {pm(f1)}" for name, f1 in payload["baseline_attribute_f1"].items())
+    table = [
+        (
+            "techniques: baseline, OOF macro-F1",
+            setup,
+            f"{pm(rows['baseline']['f1'])} ({attributes})",
+            "—",
+            "—",
+        )
+    ]
+    bound = "— (an upper bound: fitted or picked on the images it is scored on)"
+    for name, row in rows.items():
+        if name.startswith("+ "):
+            result = f"{pm(row['f1'])}, {pm(row['diff'], '+')} vs baseline: {row['verdict']}"
+            judged = "(in-sample)" not in name
+            table.append(
+                (
+                    f"technique {name} vs baseline",
+                    setup,
+                    result,
+                    goal if judged else bound,
+                    _met(row["verdict"] == "helps" if judged else None),
+                )
+            )
+    for pick in ("held-out pick", "OOF pick"):
+        ensemble = next(
+            name for name in rows if name.startswith("hill-climbed of") and name.endswith(f"({pick})")
+        )
+        against = {key.split(" - ")[1]: v for key, v in versus.items() if key.startswith(f"{ensemble} - ")}
+        others = "; ".join(
+            f"{pm(v['diff'], '+')} vs {other.removesuffix(f' ({pick})')} "
+            f"({pm(rows[other]['f1'])}): {v['verdict']}"
+            for other, v in against.items()
+        )
+        table.append(
+            (
+                f"{ensemble.removesuffix(f' ({pick})')} ensemble, {pick}",
+                setup,
+                f"{pm(rows[ensemble]['f1'])}; {others}",
+                f"{goal} over both" if pick == "held-out pick" else bound,
+                _met(
+                    all(v["verdict"] == "helps" for v in against.values())
+                    if pick == "held-out pick"
+                    else None
+                ),
+            )
+        )
+    return table
+
+
 # In table order; a result file belongs to the first name its file name starts with.
 SUMMARIZERS: dict[str, Summarizer] = {
     "train_throughput": _throughput,
@@ -306,6 +364,7 @@ SUMMARIZERS: dict[str, Summarizer] = {
     "study_size": _study_size,
     "pruning": _pruning,
     "search_quality": _search,
+    "techniques": _techniques,
     "peers": _peers,
     "fleet": _fleet,
     "scale": _scale,

@@ -253,7 +253,7 @@ def unknown_space_name(env: Env) -> Bad:
         (
             "search space 'quik' not found",
             "did you mean 'quick'?",
-            "competition, default, efficientnet, mask, quick",
+            "competition, competition_cpu, default, efficientnet, mask, quick",
         ),
     )
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
+from timm.utils import ModelEmaV3
 
 from hpo.space import CategoricalParam, FloatParam, IntParam, SearchSpace, load_space, shipped_spaces
 from tests.space_mistakes import BAD
 from training.config import ConfigError, RunConfig, config_paths
 
-SHIPPED = ["competition", "default", "efficientnet", "mask", "quick"]
+SHIPPED = ["competition", "competition_cpu", "default", "efficientnet", "mask", "quick"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -78,6 +80,17 @@ def test_mask_space_matches_the_competition_layout():
     assert space.fixed["data.image_size"] == 224
     assert set(space.params["loss.name"].choices) == {"ce", "focal", "label_smoothing"}
     assert set(space.params["cv.oversample"].choices) == {True, False}
+
+
+def test_competition_cpu_space_runs_on_the_cpu_sample_and_its_ema_decays_bind():
+    space = load_space("competition_cpu")
+    assert space.fixed["model.name"].startswith("test_") and space.fixed["model.pretrained"] is False
+    assert space.fixed["data.image_size"] == 48 and space.fixed["cv.folds"] == 3
+    # the fewest optimizer steps a fold takes: sample-mask's 1890 images, 2 of 3 folds, the larger batch
+    steps = 1890 * 2 // 3 // max(space.params["budget.batch_size"].choices) * space.fixed["budget.max_epochs"]
+    for decay in space.params["budget.ema_decay"].choices:
+        ema = ModelEmaV3(torch.nn.Linear(1, 1), decay=decay, use_warmup=True, warmup_power=0.75)  # as fit
+        assert ema.get_decay(steps) == decay  # the warm-up has reached it before the run ends
 
 
 def test_load_space_by_name_by_file_name_and_by_path(tmp_path):
@@ -253,7 +266,9 @@ def test_unknown_space_lists_the_shipped_ones():
 
 
 def test_missing_file_path_is_not_found(tmp_path):
-    with pytest.raises(ConfigError, match=r"not found.*competition, default, efficientnet, mask, quick"):
+    with pytest.raises(
+        ConfigError, match=r"not found.*competition, competition_cpu, default, efficientnet, mask, quick"
+    ):
         load_space(tmp_path / "nope.yaml")
 
 
