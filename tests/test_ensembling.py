@@ -80,3 +80,38 @@ def test_bias_stays_zero_when_argmax_is_already_best() -> None:
     y = np.tile([0, 1, 2], 20)
     probs = one_hot(y, 3, 0.7)
     assert fit_class_bias(probs, y).tolist() == [0.0, 0.0, 0.0]
+
+
+def shy_rare_class() -> tuple[np.ndarray, np.ndarray]:
+    y = np.array([0] * 120 + [1] * 120 + [2] * 12)
+    probs = one_hot(y, 3, 0.8)
+    probs[y == 2] = [0.45, 0.15, 0.40]
+    return probs, y
+
+
+def test_retrain_keeps_the_bias_only_where_it_helps_out_of_fold() -> None:
+    from hpo.models._oof import pick_ensemble
+
+    probs, y = shy_rare_class()
+    folds = [np.arange(len(y))[k::3] for k in range(3)]
+    kept = pick_ensemble([probs], y, trials=[0], folds=folds)
+    assert kept.bias_kept and kept.bias[2] > kept.bias[0]
+    assert kept.heldout_biased_f1 > kept.ensemble_f1
+    # the same shy probabilities mean a rare image in one fold and a class-0 image in another: a bias
+    # fitted on both gains in-sample, but the one fitted without the class-0 fold turns it wrong
+    shy = [0.45, 0.15, 0.40]
+    bulk_y = np.array([0] * 120 + [1] * 120)
+    y = np.concatenate([bulk_y, [2] * 6, [0] * 6])
+    probs = np.concatenate([one_hot(bulk_y, 3, 0.8), np.tile(shy, (12, 1))])
+    bulk = np.arange(240)
+    folds = [
+        np.concatenate([bulk[0::3], 240 + np.arange(6)]),
+        np.concatenate([bulk[1::3], 246 + np.arange(6)]),
+    ]
+    folds.append(bulk[2::3])
+    dropped = pick_ensemble([probs], y, trials=[0], folds=folds)
+    assert dropped.biased_f1 > dropped.ensemble_f1 > dropped.heldout_biased_f1
+    assert not dropped.bias_kept and not any(dropped.bias)
+    forced = pick_ensemble([probs], y, trials=[0], folds=folds, bias="on")
+    assert forced.bias_kept and any(forced.bias)
+    assert not any(pick_ensemble([probs], y, trials=[0], folds=folds, bias="off").bias)

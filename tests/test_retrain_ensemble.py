@@ -46,8 +46,12 @@ def test_retrain_top_k_seeds_picks_weights_and_bias_on_oof(
     assert worked.exit_code == 0, worked.output
     best_two = study.trials
 
-    result = invoke("retrain", "s", "--storage", url, "--top-k", "2", "--seeds", "2", "--device", "cpu")
+    # --bias on: the bias goes into the bundle whatever it scores on folds it was not fitted on
+    result = invoke(
+        "retrain", "s", "--storage", url, "--top-k", "2", "--seeds", "2", "--bias", "on", "--device", "cpu"
+    )
     assert result.exit_code == 0, result.output
+    assert "class bias kept in the bundle" in result.stdout
     assert "seed 1, fold 2/2" in result.stderr  # each trial: 2 seeds x 2 folds
     assert "ensemble out-of-fold macro-F1" in result.stdout
 

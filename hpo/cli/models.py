@@ -66,6 +66,13 @@ def retrain(
     seeds: Annotated[
         int, typer.Option(help="Retrain each trial with N seeds; a trial's seeds share its weight.")
     ] = 1,
+    bias: Annotated[
+        str,
+        typer.Option(
+            help="Per-class bias fitted on out-of-fold predictions: auto (kept when it beats the plain "
+            "blend on folds it was not fitted on) | on | off."
+        ),
+    ] = "auto",
     registered_model: Annotated[
         str | None, typer.Option(help="Registered model name. Default: the study name.", show_default=False)
     ] = None,
@@ -91,6 +98,7 @@ def retrain(
         trial=trial,
         mode=mode,
         seeds=seeds,
+        bias=bias,
         registered_model=registered_model,
         tracking_uri=tracking_uri,
         force=force,
@@ -122,6 +130,13 @@ def print_retrain(result) -> None:
             f"ensemble out-of-fold macro-F1 {picked.ensemble_f1:.4f}; with its class bias "
             f"{picked.biased_f1:.4f} (fitted on these predictions), {picked.heldout_biased_f1:.4f} "
             "(fitted on the other folds)"
+        )
+        plain = f"{picked.ensemble_f1:.4f} without it"
+        console.print(
+            "class bias kept in the bundle (--no-bias skips it at predict time)"
+            if picked.bias_kept
+            else f"class bias not kept: fitted on the other folds it scores {picked.heldout_biased_f1:.4f}, "
+            f"not above {plain} (--bias on keeps it)"
         )
     console.print(f"MLflow run {result.run_id} (experiment {result.experiment_id}) in {result.tracking_uri}")
     reg = result.registered

@@ -4,7 +4,9 @@ Each trial's candidate is the OOF probabilities of its fold models (averaged ove
 ``--seeds``: a seed is another draw of the same config, not another config, so seeds share one
 weight). Greedy forward selection with replacement (``training.ensembling.select_ensemble``) weighs
 the candidates; trials it leaves out leave the bundle. A per-class bias fitted on the blend's OOF
-probabilities for macro-F1 goes into the bundle too. Metrics, all on out-of-fold predictions:
+probabilities for macro-F1 goes into the bundle too: with ``bias="auto"`` only when a bias fitted on
+the other folds scores above the plain blend on each fold, since a bias fitted and scored on the same
+predictions always looks like a gain. Metrics, all on out-of-fold predictions:
 
 - ``trial<n>/oof_f1``: each candidate's macro-F1 (and ``trial<n>/seed<s>/oof_f1`` per seed);
   ``trial<n>/weight``: its share in the blend;
@@ -22,7 +24,9 @@ import numpy as np
 from training.ensembling import apply_bias, blend_probs, fit_class_bias, heldout_bias_f1, select_ensemble
 from training.metrics import macro_f1
 
-__all__ = ["OofEnsemble", "log_oof_ensemble", "pick_ensemble"]
+__all__ = ["BIAS_CHOICES", "OofEnsemble", "log_oof_ensemble", "pick_ensemble"]
+
+BIAS_CHOICES = ("auto", "on", "off")  # auto: keep the bias when it beats the plain blend out of sample
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ class OofEnsemble:
     ensemble_f1: float
     biased_f1: float
     heldout_biased_f1: float
-    bias: tuple[float, ...]
+    bias: tuple[float, ...]  # all zero when it is not kept
+    bias_kept: bool
     probs: np.ndarray  # (N, C) the blend's OOF probabilities, without the bias
 
     def to_dict(self) -> dict:
@@ -43,25 +48,35 @@ class OofEnsemble:
             "ensemble_oof_f1": self.ensemble_f1,
             "biased_oof_f1": self.biased_f1,
             "biased_heldout_oof_f1": self.heldout_biased_f1,
+            "bias_kept": self.bias_kept,
         }
 
 
 def pick_ensemble(
-    oofs: list[np.ndarray], y: np.ndarray, *, trials: list[int], folds: list[np.ndarray]
+    oofs: list[np.ndarray],
+    y: np.ndarray,
+    *,
+    trials: list[int],
+    folds: list[np.ndarray],
+    bias: str = "auto",
 ) -> OofEnsemble:
     """Weights over the trials' OOF probabilities, and the blend's class bias; ``folds``: each fold's
-    validation indices (the held-out bias score fits on the others)."""
+    validation indices (the held-out bias score fits on the others); ``bias``: one of BIAS_CHOICES."""
     n_classes = oofs[0].shape[1]
     weights = select_ensemble(oofs, y)
     blend = blend_probs(oofs, weights)
-    bias = fit_class_bias(blend, y)
+    ensemble_f1 = macro_f1(y, blend.argmax(axis=1), n_classes)
+    fitted = fit_class_bias(blend, y)
+    heldout = heldout_bias_f1(blend, y, folds)
+    kept = bias == "on" or (bias == "auto" and heldout > ensemble_f1)
     return OofEnsemble(
         member_f1={t: macro_f1(y, p.argmax(axis=1), n_classes) for t, p in zip(trials, oofs, strict=True)},
         weights={t: float(w) for t, w in zip(trials, weights, strict=True)},
-        ensemble_f1=macro_f1(y, blend.argmax(axis=1), n_classes),
-        biased_f1=macro_f1(y, apply_bias(blend, bias).argmax(axis=1), n_classes),
-        heldout_biased_f1=heldout_bias_f1(blend, y, folds),
-        bias=tuple(float(b) for b in bias),
+        ensemble_f1=ensemble_f1,
+        biased_f1=macro_f1(y, apply_bias(blend, fitted).argmax(axis=1), n_classes),
+        heldout_biased_f1=heldout,
+        bias=tuple(float(b) if kept else 0.0 for b in fitted),
+        bias_kept=kept and bool(fitted.any()),
         probs=blend,
     )
 

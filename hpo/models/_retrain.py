@@ -30,7 +30,7 @@ from hpo.errors import UserError
 from hpo.models._bundle import Bundle, Member, default_tta
 from hpo.models._ensemble import Ensemble
 from hpo.models._figures import optuna_plots, report_text
-from hpo.models._oof import OofEnsemble, log_oof_ensemble, pick_ensemble
+from hpo.models._oof import BIAS_CHOICES, OofEnsemble, log_oof_ensemble, pick_ensemble
 from hpo.models._registry import Registered, register_version
 from hpo.models._retrain_fits import OnFold, Retrained, retrain_trial, train_subset
 from hpo.records import trial_record
@@ -145,6 +145,7 @@ def retrain(
     trial: int | None = None,
     mode: str = "folds",
     seeds: int = 1,
+    bias: str = "auto",
     registered_model: str | None = None,
     tracking_uri: str | None = None,
     force: bool = False,
@@ -155,7 +156,8 @@ def retrain(
     """Retrain, log to MLflow (under the study's parent run when it is tracked), register, maybe promote.
 
     Each trial trains with ``seeds`` seeds. In folds mode the trials' out-of-fold predictions pick
-    the ensemble's weights and its class bias (``hpo.models._oof``).
+    the ensemble's weights and its class bias (``hpo.models._oof``; ``bias``: auto keeps it only when it
+    beats the plain blend on folds it was not fitted on, on always keeps it, off never).
 
     Tracking URI: ``tracking_uri``, then the study's, then ``MLFLOW_TRACKING_URI``, then the local store.
     """
@@ -167,6 +169,8 @@ def retrain(
         raise UserError(f"--mode: unknown '{mode}'; use one of: {', '.join(MODES)}")
     if seeds < 1:
         raise UserError(f"--seeds: {seeds} must be at least 1")
+    if bias not in BIAS_CHOICES:
+        raise UserError(f"--bias: unknown '{bias}'; use one of: {', '.join(BIAS_CHOICES)}")
     url = storage_url(storage)
     study, spec = open_study(name, url)
     twins: dict[int, int] = {}
@@ -209,6 +213,7 @@ def retrain(
                     data_.table.labels,
                     trials=numbers,
                     folds=[fold.val_idx for fold in split(configs[0], data_)],
+                    bias=bias,
                 )
                 log_oof_ensemble(picked)
             report = _log_evaluation(
