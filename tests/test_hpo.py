@@ -130,7 +130,8 @@ def test_sigterm_hands_the_running_trial_back_and_a_retry_resumes(workdir: Path,
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert len(failed) == 1 and len(waiting) == 1
+    reasons = [t.user_attrs.get("fail_reason") for t in failed]
+    assert len(failed) == 1 and len(waiting) == 1, (reasons, err[-2000:])
     assert waiting[0].system_attrs["failed_trial"] == failed[0].number
     assert waiting[0].params == failed[0].params
 
