@@ -363,7 +363,7 @@ def _bundle(retrained: list[Retrained], picked: OofEnsemble | None, *, info: dic
             members += r.members
         elif share := picked.weights[r.trial.number]:
             members += [replace(m, weight=share / len(r.members)) for m in r.members]
-    bias = picked.bias if picked is not None and any(picked.bias) else None  # all zero: plain argmax
+    bias = picked.bias if picked is not None and picked.bias_kept else None  # not kept: plain argmax
     return Bundle(
         classes=tuple(retrained[-1].data.table.classes),
         members=members,
