@@ -234,3 +234,40 @@ def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Pat
         "end COMPLETE",
     ]
     assert not (workdir / "ckpt" / "obs" / "trial-0").exists()  # a finished trial's checkpoints are removed
+
+
+def test_an_interrupt_that_surfaces_as_another_error_still_hands_the_trial_back(
+    workdir: Path, small_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM inside torch.save surfaces as a RuntimeError: the trial is queued for retry all the same."""
+    from hpo.study import open_study
+    from hpo.tracking import TrialObserver
+    from hpo.workers import Objective, _stop
+
+    class InterruptedInsideTorch(TrialObserver):
+        def on_epoch(self, trial, fold, stats) -> None:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler interrupts this
+            except KeyboardInterrupt:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from None
+
+    url = f"sqlite:///{workdir / 'stop.db'}"
+    create_study(
+        "stop", space=write_space(workdir, epochs=2), data=str(small_csv), storage=url, folds=2, pruner="none"
+    )
+    study, spec = open_study("stop", url)
+    objective = Objective(
+        spec, device="cpu", checkpoint_root=workdir / "ckpt", observer=InterruptedInsideTorch()
+    )
+    monkeypatch.setattr(_stop, "_requested", False)
+    previous = signal.getsignal(signal.SIGTERM)
+    _stop.interrupt_on_sigterm()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            study.optimize(objective, n_trials=1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed, retry = study.get_trials()
+    assert failed.state == TrialState.FAIL and "fail_reason" not in failed.user_attrs
+    assert retry.state == TrialState.WAITING and retry.params == failed.params

@@ -9,7 +9,8 @@ pruners (Wilcoxon) get each finished fold's F1 at step ``fold``.
 
 Which errors prune, fail or stop a trial is decided here on purpose: diverged loss -> PRUNED; out of
 memory or any other error -> FAIL with the reason in user attrs (the worker goes on);
-KeyboardInterrupt (SIGTERM/Ctrl-C) -> FAIL plus a queued retry that resumes from the last saved epoch.
+KeyboardInterrupt (SIGTERM/Ctrl-C), or any error once a stop was asked for -> FAIL plus a queued retry
+that resumes from the last saved epoch.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hpo.records import Progress, write_trial
 from hpo.study import FOLD_LEVEL_PRUNERS, StudySpec
 from hpo.tracking import TrialObserver
 from hpo.workers._failures import FailureLog
+from hpo.workers._stop import stop_requested
 from storage import redact
 from training.batches import load_data
 from training.config import RunConfig, apply_overrides
@@ -103,9 +105,7 @@ class Objective:
             self._end(trial, ckpt_dir, TrialState.PRUNED, None, str(exc))
             raise
         except KeyboardInterrupt:
-            # Interrupted, not wrong: keep checkpoints and queue the same params to run again.
-            _queue_retry(trial, root)
-            self.observer.on_trial_end(trial, TrialState.FAIL, None, "interrupted; queued for retry")
+            self._hand_back(trial, root)
             raise
         except torch.OutOfMemoryError as exc:
             reason = self._record_failure(
@@ -115,11 +115,19 @@ class Objective:
             self._end(trial, ckpt_dir, TrialState.FAIL, None, reason)
             raise
         except Exception as exc:
+            if stop_requested():  # the interrupt surfaced as another error (e.g. inside torch.save)
+                self._hand_back(trial, root)
+                raise KeyboardInterrupt from exc
             reason = self._record_failure(trial, exc, f"{type(exc).__name__}: {exc}")
             self._end(trial, ckpt_dir, TrialState.FAIL, None, reason)
             raise
         self._end(trial, ckpt_dir, TrialState.COMPLETE, value, None)
         return value
+
+    def _hand_back(self, trial: optuna.Trial, root: int) -> None:
+        """Interrupted, not wrong: keep the checkpoints and queue the same params to run again."""
+        _queue_retry(trial, root)
+        self.observer.on_trial_end(trial, TrialState.FAIL, None, "interrupted; queued for retry")
 
     def _record_failure(self, trial: optuna.Trial, exc: Exception, reason: str) -> str:
         """Keep the reason with the trial, and log the failure (a traceback per distinct kind)."""

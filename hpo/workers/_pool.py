@@ -39,6 +39,7 @@ from hpo.workers._failures import (
     WorkerStopped,
     quiet_optuna_failures,
 )
+from hpo.workers._stop import interrupt_on_sigterm
 from storage import normalize_url, redact
 
 __all__ = ["STOP_GRACE_SECONDS", "PoolResult", "PullArgs", "pull_trials", "run_workers"]
@@ -255,12 +256,6 @@ def _forward_stop_signals(procs: list[mp.Process]) -> dict:
     return state
 
 
-def _interrupt_once(signum, frame) -> None:
-    """The first SIGTERM interrupts the trial (it is handed back); later ones must not cut that short."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def _join(study: optuna.Study, url: str) -> int:
     """This worker's number in the study's fleet, drawn under the storage lock (0, 1, 2, ...)."""
     if normalize_url(url).startswith("grpc://"):  # a proxy offers no lock: a random number is as distinct
@@ -274,7 +269,7 @@ def _join(study: optuna.Study, url: str) -> int:
 def _worker_main(slot: Slot, args: PullArgs, *, events, log_level: int = logging.WARNING) -> None:
     """A spawned worker process: set it up, then pull trials; exit 3 when its trials keep failing."""
     os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible  # before torch initializes CUDA
-    signal.signal(signal.SIGTERM, _interrupt_once)
+    interrupt_on_sigterm()
     _child_logging(log_level)
     try:
         pull_trials(
