@@ -9,6 +9,9 @@ Goal: TPE at least as good as random on average.
     python -m benchmarks.search_quality --jobs 2         # budget 96 epochs (~12 trials), 3 seeds
     python -m benchmarks.search_quality --quick          # CPU-sized for `python -m benchmarks`
     python -m benchmarks.search_quality --budget 192 --seeds 0 1 2 3 4
+    python -m benchmarks.search_quality --data sample-mask --budget 240 --seeds 0 1 2 3 4 --jobs 2
+
+Results: ``search_quality.json`` (``_mask`` for sample-mask, ``_quick`` for --quick).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ QUICK = {"budget": 96, "folds": 2, "epochs": 4, "images": 600}
 def parse_args() -> argparse.Namespace:
     parser = study_arguments(__doc__, QUICK)
     parser.add_argument("--budget", type=int, default=96, help="epochs per study, over all its trials")
+    parser.add_argument("--data", choices=("sample", "sample-mask"), default="sample", help="built-in data")
     return parse_study_args(parser, QUICK)
 
 
@@ -62,7 +66,7 @@ def main() -> None:
     prepare_process(args.threads)
     size = StudySize(trials=0, folds=args.folds, epochs=args.epochs)  # trials: as many as the budget buys
     with tempfile.TemporaryDirectory(prefix="foldtune-search-") as tmp:
-        work = Workspace(Path(tmp), size, images=args.images)
+        work = Workspace(Path(tmp), size, images=args.images, data=args.data)
         plans = [
             dict(sampler=sampler, pruner="none", seed=seed, epoch_budget=args.budget)
             for seed in args.seeds
@@ -75,7 +79,7 @@ def main() -> None:
     goal_met = diff >= 0
     setup = (
         f"{args.budget} epochs per study ({size.folds} folds x <= {size.epochs} epochs a trial, "
-        f"no pruner), {n_images} sample images, {len(args.seeds)} seeds"
+        f"no pruner), {n_images} {args.data} images, {len(args.seeds)} seeds"
     )
     rows = [
         [s, f"{summary[s]['best_f1'][0]:.3f} ± {summary[s]['best_f1'][1]:.3f}", f"{summary[s]['trials']:.1f}"]
@@ -84,7 +88,7 @@ def main() -> None:
     rows.append(["tpe - random", f"{diff:+.3f} ± {diff_sd:.3f}", ""])
     os.environ.setdefault("COLUMNS", "160")  # rich falls back to 80 columns when piped
     report(
-        f"search_quality{'_quick' if args.quick else ''}",
+        f"search_quality{'_mask' if args.data == 'sample-mask' else ''}{'_quick' if args.quick else ''}",
         f"Best F1 at an equal epoch budget: {setup}; mean ± std over seeds; "
         f"goal TPE >= random: {'met' if goal_met else 'missed'}",
         ["sampler", "best F1 within the budget", "trials within the budget"],

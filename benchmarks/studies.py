@@ -119,15 +119,27 @@ class _EpochLog(TrialObserver):
 class Workspace:
     """One directory for a benchmark invocation: sample data, its decoded cache, the space, the studies.
 
-    ``images`` keeps whole writer groups, drawn at random, until that many images are in (all 1797
-    when None): the CPU-sized runs train on a part of the sample to fit their time budget.
+    ``data``: ``sample`` (digits, where most configs reach the same F1) or ``sample-mask`` (18 classes,
+    where the config matters). ``images`` keeps whole writer groups of the digits, drawn at random,
+    until that many images are in (all 1797 when None): the CPU-sized runs train on a part of the
+    sample to fit their time budget.
     """
 
-    def __init__(self, root: Path, size: StudySize, *, images: int | None = None) -> None:
+    def __init__(
+        self, root: Path, size: StudySize, *, images: int | None = None, data: str = "sample"
+    ) -> None:
         self.root, self.size = root, size
-        self.csv = materialize_sample(root / "sample")
-        if images is not None:
-            self.csv = _subset(self.csv, images)
+        if data == "sample":
+            self.csv: Path | str = materialize_sample(root / "sample")
+            if images is not None:
+                self.csv = _subset(self.csv, images)
+        elif data == "sample-mask" and images is None:
+            self.csv = data  # the built-in name: every study and worker shares one materialized copy
+        else:
+            raise SystemExit(
+                f"--data {data}{f' with --images {images}' if images else ''}: use sample, "
+                "or sample-mask without --images"
+            )
         space = load_space("quick").to_dict()
         space["description"] = f"benchmark: quick at {size.folds} folds x {size.epochs} epochs"
         space["fixed"] |= {

@@ -40,8 +40,7 @@ fixed:
 params:
   optim.lr: {type: float, low: 1.0e-6, high: 3.0e-2, log: true}
 """
-TRIAL_FIGURES = {"curves.png", "confusion.png", "fold1_curves.png", "fold1_confusion.png"}
-TRIAL_FIGURES |= {"fold2_curves.png", "fold2_confusion.png"}
+TRIAL_FIGURES = {"curves.png", "confusion.png", "fold1_curves.png", "fold2_curves.png"}
 RETRAIN_ARTIFACTS = {
     "config.json",
     "confusion_matrix.png",

@@ -93,10 +93,10 @@ class MlflowObserver(TrialObserver):
 
     Metrics: ``fold<k>/<name>`` (k from 1) at step = epoch (train_loss, val_loss, f1, accuracy, lr, seconds),
     ``f1`` at the pruner's step ``fold * max_epochs + epoch``, ``fold<k>/best_f1`` per fold, and
-    ``cv_f1`` (the trial's value) at the end. Figures (``fold<k>_curves.png``, ``fold<k>_confusion.png``,
-    ``curves.png``, ``confusion.png``) arrive through :meth:`put_png` from ``TrialFigures``. After an
-    MLflow error the trial's run is left alone, so a dead server costs one timeout per trial, not one
-    per epoch.
+    ``cv_f1`` (the trial's value) at the end. Figures (``fold<k>_curves.png``, ``curves.png`` and, for
+    a complete trial, the out-of-fold ``confusion.png``) arrive through :meth:`put_png` from
+    ``TrialFigures``. After an MLflow error the trial's run is left alone, so a dead server costs one
+    timeout per trial, not one per epoch.
     """
 
     def __init__(self, tracking: StudyTracking, uri: str) -> None:
