@@ -3,7 +3,7 @@
 (a) foldtune  `hpo study create` + `hpo worker --devices cpu:2`: TPE, median pruner, the decoded-image
               cache, group-aware folds; two worker processes of one torch thread each. No MLflow (the
               peers track nothing either); it still does work the peers do not: each trial's dashboard
-              plots (about a second of CPU per trial here; --no-foldtune-plots turns them off), fold
+              plots (about half a second of CPU per trial here; --no-foldtune-plots turns them off), fold
               checkpoints every epoch, a heartbeat and per-epoch progress in the storage.
 (b) Ray Tune  OptunaSearch + ASHA (epochs as rungs), two trials at a time, a plain DataLoader / PIL /
               albumentations / timm loop decoding every epoch (benchmarks/peer_ray.py).

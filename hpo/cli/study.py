@@ -60,8 +60,8 @@ def study_create(
         bool,
         typer.Option(
             "--plots/--no-plots",
-            help="Render each trial's learning curves and confusion matrices for `hpo dashboard` "
-            "(about a second of CPU per trial on small models; MLflow runs get them either way).",
+            help="Render each trial's learning curves and out-of-fold confusion matrix for `hpo dashboard` "
+            "(about half a second of CPU per 3-fold trial on small models; MLflow runs get them either way).",
         ),
     ] = True,
 ) -> None:
