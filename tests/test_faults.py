@@ -140,8 +140,10 @@ def test_storage_waits_for_the_server_and_then_gives_up_with_a_storage_error(
         heartbeat = HeartbeatThread(trial._trial_id, storage)  # what study.optimize runs beside a trial
         heartbeat.start()
         pg.stop()
-        threading.Timer(1.0, pg.start).start()
+        restart = threading.Timer(1.0, pg.start)
+        restart.start()
         trial.set_user_attr("written", "during the outage")  # waits for the server to come back
+        restart.join()  # pg_ctl may still be polling the server it started: let it finish first
         outages = [r for r in caplog.records if LOST in r.getMessage()]
         assert len(outages) == 1, "one warning per outage, shared by both threads"
 
