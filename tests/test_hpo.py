@@ -185,6 +185,39 @@ def test_hpo_run_main_job_prints_best_f1_and_where_the_study_lives(tmp_path: Pat
     assert len(rows) == 1 + 1797  # every sample image once
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_hpo_run_before_the_retrain(workdir: Path) -> None:
+    """Ctrl-C in the main job hands the running trials back and ends it there: no retrain, no registry."""
+    space = write_space(workdir, epochs=20)
+    env = {**os.environ, "HPO_STORAGE": "", "MLFLOW_TRACKING_URI": ""}
+    run = subprocess.Popen(
+        [HPO, "run", "--n-trials", "4", "--space", str(space)],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    url = f"sqlite:///{workdir / '.hpo' / 'foldtune.db'}"
+    deadline = time.time() + 240
+    while time.time() < deadline and run.poll() is None:
+        try:
+            running = [t for t in trials_of(url, "demo") if t.state == TrialState.RUNNING]
+        except KeyError:  # the study is not created yet
+            running = []
+        if running and running[0].user_attrs.get("progress", {}).get("epoch", 0) >= 1:
+            break
+        time.sleep(0.5)
+    else:
+        run.kill()
+        pytest.fail(f"no trial got through an epoch: {run.communicate()}")
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 128 + signal.SIGINT, err
+    assert "handed back for retry" in err and "retraining" not in out and "@champion" not in out
+    assert [t for t in trials_of(url, "demo") if t.state == TrialState.WAITING]
+
+
 def test_observers_see_every_hook_and_a_failing_one_changes_nothing(workdir: Path, small_csv: Path) -> None:
     from hpo.study import open_study
     from hpo.tracking import ObserverGroup, TrialObserver

@@ -352,6 +352,9 @@ def run(
     )
     summary = print_status(study, url)
     exit_on_stopped_workers(result)
+    if result.interrupted_by is not None:  # Ctrl-C or SIGTERM: stop here, not after a retrain
+        err.print("stopped: the running trials were handed back for retry; run `hpo run` again to resume")
+        raise typer.Exit(128 + result.interrupted_by)
     best = summary.best_value
     console.print(
         f"\nbest macro-F1: [bold green]{best:.4f}[/] (trial {summary.best_number})"

@@ -69,6 +69,7 @@ class PullArgs:
 class PoolResult:
     exit_codes: list[int]  # one per worker process
     stopped: list[str] = field(default_factory=list)  # why workers stopped on failures, one line each
+    interrupted_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the pool, if any
 
     @property
     def ok(self) -> bool:
@@ -149,7 +150,8 @@ def run_workers(
     finally:
         stop["restore"]()
     relay.drain()
-    return PoolResult([p.exitcode if p.exitcode is not None else -1 for p in procs], relay.stopped)
+    codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
+    return PoolResult(codes, relay.stopped, interrupted_by=stop["signal"])
 
 
 class _Relay:
@@ -235,12 +237,12 @@ def _hub_offline(offline: bool) -> Iterator[None]:
 
 def _forward_stop_signals(procs: list[mp.Process]) -> dict:
     """SIGTERM/SIGINT to the pool: pass SIGTERM to every child once and give them a bounded grace period."""
-    state: dict = {"at": None}
+    state: dict = {"at": None, "signal": None}
 
     def handler(signum, frame) -> None:
         if state["at"] is not None:
             return  # a child hands its trial back once; a second signal would cut that short
-        state["at"] = time.time()
+        state["at"], state["signal"] = time.time(), signum
         log.warning("stopping: running trials are handed back for retry")
         for proc in procs:
             if proc.is_alive() and proc.pid:
