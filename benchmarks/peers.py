@@ -41,12 +41,25 @@ their time in training and validation, 3.4 % in the dashboard figures, 2.7 % in 
 1.2 % in TPE and 0.9 % in checkpoints. Removing every overhead would leave the ratio near 0.5: what
 is left is how soon the search finds a top config.
 
+On sample-mask (same day, idle, load average 0.3 at the start), held-out F1 at the end: foldtune
+0.443 ± 0.038, Ray Tune 0.378 ± 0.104, plain Optuna 0.416 ± 0.032; foldtune ends with the best pick in
+2 of 3 seeds. Seconds to come within 0.005 of the best final F1: foldtune 119 / never / 206, Ray Tune
+never / 250 / never, plain Optuna 276 / never / never; ratio 0.43, never, < 0.69 (goal missed in
+every seed; in seed 1 only Ray Tune's last pick got there, 0.495 against foldtune's 0.422). Start-up
+is 20-24 s to foldtune's first trial against 9-10 s for plain Optuna; 43-64 % of the trial seconds go
+to the 63-140 pruned trials per run, 63-81 % of them stopped after their first epoch, at a first-fold
+macro-F1 of 0.02-0.31 over 18 classes. Pruning from the second epoch on
+(``MedianPruner(n_warmup_steps=2)``, same seeds) ended at 0.453 ± 0.018 against 0.443 and reached
+the target at 158 / never / 268 s against 119 / never / 206: no gain beyond the seeds' spread, so
+the default stays.
+
     python -m benchmarks.peers                       # 300 s per run, 3 seeds, sample and sample-mask
     python -m benchmarks.peers --quick               # CPU-sized smoke run for `python -m benchmarks`
     python -m benchmarks.peers --data sample --seeds 0 --budget-s 120 --keep /tmp/peers
 
 Needs the benchmark extra: ``pip install -e '.[bench]'`` (Ray Tune). Results: ``peers.json``
-(``peers_quick.json`` for ``--quick``). Wall times depend on the machine having its cores to itself.
+(``peers_mask.json`` for ``--data sample-mask`` alone, ``peers_quick.json`` for ``--quick``). Wall
+times depend on the machine having its cores to itself.
 """
 
 from __future__ import annotations
@@ -88,7 +101,7 @@ from benchmarks.anytime import (
 from benchmarks.common import report
 from benchmarks.peer_loop import Manifest, Setup, holdout_f1, read_manifest
 
-__all__ = ["PEERS", "PeerRun", "main", "summarize"]
+__all__ = ["PEERS", "PeerRun", "main", "result_name", "summarize"]
 
 # ---------------------------------------------------------------------------------------------
 # Setup
@@ -595,6 +608,11 @@ def table_rows(name: str, summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def result_name(data: list[str], *, quick: bool) -> str:
+    """The results file's stem: a run on sample-mask alone must not overwrite the sample run's figures."""
+    return "peers" + ("_mask" if data == ["sample-mask"] else "") + ("_quick" if quick else "")
+
+
 def main() -> None:
     args = parse_args()
     load_start = os.getloadavg()[0]  # wall times are the measure: was the machine free?
@@ -613,7 +631,7 @@ def main() -> None:
     )
     os.environ.setdefault("COLUMNS", "220")  # rich falls back to 80 columns when piped
     report(
-        "peers_quick" if args.quick else "peers",
+        result_name(args.data, quick=args.quick),
         f"foldtune vs peers: {setup_text}",
         [
             "data",

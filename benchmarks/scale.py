@@ -16,12 +16,13 @@ in the work folder (``--work``, default in the system temp folder) for the next 
   ``python -c "import typer, rich"`` timed in the same turns. A CLI without ``study list`` is noted
   and skipped.
 
-Evidence so far (2026-12-01, 2-core EPYC shared with other work, load average ~4.4): the --quick
-run only. Cache build 202 vs 188 images/s (1.07x: the other work held the second core); `hpo data
-check` 9.1 s and 0.24 GB on 2,100 images, 11.0 s and 0.26 GB on 4,200 (goal < 1.3 GB: met); on 1,000
-trials `hpo status` 1.64 s and 99 MB, `hpo study list` 1.64 s, against 0.49 s for `hpo --help`
-(before the targeted queries: 3.8 s). A single run on 10,000 trials outside the script: 3 s and
-122 MB (before: 57 s and 733 MB, nearly all of it Optuna loading every trial with its attrs).
+Evidence (2026-12-01, 2-core AMD EPYC, idle machine, load average 0.4 at the start): the full run,
+10 min in all. Cache build of 18,900 images at 224 px: 315 images/s with 2 threads against 164 with
+one (1.91x); `hpo data check` 13.1 s and 0.26 GB on 4,200 images (goal < 1.3 GB: met; 2.3 GB before
+the thumbnail fix), 54.9 s and 0.45 GB on 18,900 (79 s and 7.5 GB before); on 10,000 trials `hpo
+status` 1.92 s and 122 MB, `hpo study list` 1.40 s, against 0.43 s for `hpo --help` (`hpo status`
+before the targeted queries: 57 s and 733 MB, nearly all of it Optuna loading every trial with its
+attrs).
 
     python -m benchmarks.scale --quick    # 2,100 + 4,200 images, 1,000 trials: ~3-5 min on 2 busy cores
     python -m benchmarks.scale            # 4,200 + 18,900 images, 10,000 trials

@@ -21,7 +21,7 @@ from benchmarks.anytime import (
     time_to,
 )
 from benchmarks.peer_loop import suggest_quick
-from benchmarks.peers import PeerRun, summarize
+from benchmarks.peers import PeerRun, result_name, summarize
 from benchmarks.readme import TIMES, table_rows
 
 BUDGET = 300.0
@@ -198,3 +198,10 @@ def test_the_peers_quick_space_is_search_spaces_quick_yaml() -> None:
     assert {b[0] for b in branches} == {"sgd", "adam", "adamw"}  # every condition was exercised
     assert {b[1] for b in branches} == {"ce", "focal", "label_smoothing"}
     assert {b[2] for b in branches} == {"none", "light"}
+
+
+def test_each_data_set_run_alone_keeps_its_own_results_file() -> None:
+    assert result_name(["sample", "sample-mask"], quick=False) == "peers"
+    assert result_name(["sample"], quick=False) == "peers"
+    assert result_name(["sample-mask"], quick=False) == "peers_mask"
+    assert result_name(["sample"], quick=True) == "peers_quick"
