@@ -43,6 +43,12 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def result_stem(name: str, *, data: list[str], quick: bool) -> str:
+    """``name`` with ``_mask`` for a run on sample-mask alone and ``_quick`` for --quick, so a run on one
+    data set or at one size never overwrites another's results file."""
+    return name + ("_mask" if data == ["sample-mask"] else "") + ("_quick" if quick else "")
+
+
 def report(name: str, title: str, columns: list[str], rows: list[list[Any]], extra: dict[str, Any]) -> Path:
     """Print ``rows`` as a table and write them with machine info to benchmarks/results/<name>.json."""
     from rich.console import Console

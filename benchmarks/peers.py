@@ -98,10 +98,10 @@ from benchmarks.anytime import (
     scored_curve,
     seed_verdict,
 )
-from benchmarks.common import report
+from benchmarks.common import report, result_stem
 from benchmarks.peer_loop import Manifest, Setup, holdout_f1, read_manifest
 
-__all__ = ["PEERS", "PeerRun", "main", "result_name", "summarize"]
+__all__ = ["PEERS", "PeerRun", "main", "summarize"]
 
 # ---------------------------------------------------------------------------------------------
 # Setup
@@ -608,11 +608,6 @@ def table_rows(name: str, summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def result_name(data: list[str], *, quick: bool) -> str:
-    """The results file's stem: a run on sample-mask alone must not overwrite the sample run's figures."""
-    return "peers" + ("_mask" if data == ["sample-mask"] else "") + ("_quick" if quick else "")
-
-
 def main() -> None:
     args = parse_args()
     load_start = os.getloadavg()[0]  # wall times are the measure: was the machine free?
@@ -631,7 +626,7 @@ def main() -> None:
     )
     os.environ.setdefault("COLUMNS", "220")  # rich falls back to 80 columns when piped
     report(
-        result_name(args.data, quick=args.quick),
+        result_stem("peers", data=args.data, quick=args.quick),
         f"foldtune vs peers: {setup_text}",
         [
             "data",

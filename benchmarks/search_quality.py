@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import report
+from benchmarks.common import report, result_stem
 from benchmarks.studies import (
     StudyRun,
     StudySize,
@@ -88,7 +88,7 @@ def main() -> None:
     rows.append(["tpe - random", f"{diff:+.3f} ± {diff_sd:.3f}", ""])
     os.environ.setdefault("COLUMNS", "160")  # rich falls back to 80 columns when piped
     report(
-        f"search_quality{'_mask' if args.data == 'sample-mask' else ''}{'_quick' if args.quick else ''}",
+        result_stem("search_quality", data=[args.data], quick=args.quick),
         f"Best F1 at an equal epoch budget: {setup}; mean ± std over seeds; "
         f"goal TPE >= random: {'met' if goal_met else 'missed'}",
         ["sampler", "best F1 within the budget", "trials within the budget"],

@@ -20,8 +20,9 @@ from benchmarks.anytime import (
     seed_verdict,
     time_to,
 )
+from benchmarks.common import result_stem
 from benchmarks.peer_loop import suggest_quick
-from benchmarks.peers import PeerRun, result_name, summarize
+from benchmarks.peers import PeerRun, summarize
 from benchmarks.readme import TIMES, table_rows
 
 BUDGET = 300.0
@@ -201,7 +202,8 @@ def test_the_peers_quick_space_is_search_spaces_quick_yaml() -> None:
 
 
 def test_each_data_set_run_alone_keeps_its_own_results_file() -> None:
-    assert result_name(["sample", "sample-mask"], quick=False) == "peers"
-    assert result_name(["sample"], quick=False) == "peers"
-    assert result_name(["sample-mask"], quick=False) == "peers_mask"
-    assert result_name(["sample"], quick=True) == "peers_quick"
+    assert result_stem("peers", data=["sample", "sample-mask"], quick=False) == "peers"
+    assert result_stem("peers", data=["sample"], quick=False) == "peers"
+    assert result_stem("peers", data=["sample-mask"], quick=False) == "peers_mask"
+    assert result_stem("peers", data=["sample"], quick=True) == "peers_quick"
+    assert result_stem("search_quality", data=["sample-mask"], quick=True) == "search_quality_mask_quick"
