@@ -8,6 +8,7 @@ loop never branches on scheduler names.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -18,7 +19,14 @@ from torch.optim import lr_scheduler
 
 from training.config import ConfigError, OptimConfig, SchedConfig
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "LRSchedule", "build_optimizer", "build_scheduler"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "LRSchedule",
+    "build_optimizer",
+    "build_scheduler",
+    "peak_lr_epoch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +243,26 @@ def build_scheduler(
         )
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}")
-    # At least one epoch after warmup: a sampled warmup may not fit a short budget; shorten it, don't fail.
-    warmup = min(cfg.warmup_epochs, epochs - 1)
+    warmup = _fitted_warmup(cfg, epochs)
     if warmup < cfg.warmup_epochs:
         logger.warning(
             "sched.warmup_epochs=%d shortened to %d for %d epochs", cfg.warmup_epochs, warmup, epochs
         )
     return factory(cfg, optimizer, epochs, steps_per_epoch, warmup)
+
+
+def _fitted_warmup(cfg: SchedConfig, epochs: int) -> int:
+    # At least one epoch after warmup: a sampled warmup may not fit a short budget; shorten it, don't fail.
+    return max(0, min(cfg.warmup_epochs, epochs - 1))
+
+
+def peak_lr_epoch(cfg: SchedConfig, epochs: int) -> int:
+    """The first epoch (1-based) that trains at the schedule's peak learning rate.
+
+    Before it a trial is still warming up (a linear warmup, or one-cycle's rise), so its F1 says little
+    about where it will end; a pruner should not judge it there against trials already at full rate.
+    """
+    warmup = _fitted_warmup(cfg, epochs)
+    if cfg.name == "onecycle" and not warmup:
+        return max(1, math.ceil(0.3 * epochs))  # OneCycleLR's own rise: the first 30 % of the steps
+    return min(epochs, warmup + 1)

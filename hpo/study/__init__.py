@@ -4,6 +4,7 @@ A study's user attrs hold everything a worker on any machine needs (the :class:`
 ``hpo worker NAME`` needs only the study name and the storage URL.
 """
 
+from hpo.study._asha import ETA, in_top, rung_steps
 from hpo.study._create import (
     DEFAULT_ARTIFACTS,
     artifact_location,
@@ -35,6 +36,7 @@ from hpo.study._status import (
 
 __all__ = [
     "DEFAULT_ARTIFACTS",
+    "ETA",
     "FOLD_LEVEL_PRUNERS",
     "PRUNERS",
     "SAMPLERS",
@@ -49,8 +51,10 @@ __all__ = [
     "build_sampler",
     "create_study",
     "delete_study",
+    "in_top",
     "load_spec",
     "open_study",
+    "rung_steps",
     "storage_url",
     "study_lock",
     "study_status",
