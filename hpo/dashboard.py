@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import BinaryIO
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
-from wsgiref.simple_server import make_server as _wsgiref_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server as _wsgiref_server
 
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage

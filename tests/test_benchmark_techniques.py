@@ -13,13 +13,13 @@ from benchmarks.readme import table_rows
 from benchmarks.techniques import (
     CANDIDATES,
     CandidateRun,
+    _best_single as best_single,
     heldout,
     in_sample,
     score_seed,
     summarize,
     train_candidate,
 )
-from benchmarks.techniques import _best_single as best_single
 
 
 def one_hot(answers: np.ndarray, n_classes: int = 2) -> np.ndarray:

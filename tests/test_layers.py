@@ -70,19 +70,25 @@ def _imports(path: Path, module: str) -> list[tuple[str, tuple[str, ...]]]:
     return found
 
 
-def _lazy_exports(path: Path) -> dict[str, str]:
-    """A face that loads its names on first use maps them in ``_EXPORTS = {name: module}``."""
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
-            return ast.literal_eval(node.value)
-    return {}
+def _lazy_exports(path: Path, package: str) -> dict[str, str]:
+    """A face that loads its names on first use lists them in its stub, ``__init__.pyi``, as
+    ``from ._module import name as name``: name -> the module that defines it."""
+    stub = path.with_suffix(".pyi")
+    if not stub.exists():
+        return {}
+    return {
+        alias.name: f"{package}.{node.module}"
+        for node in ast.walk(ast.parse(stub.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+    }
 
 
 def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
     """Module -> the project modules it imports, names from a package face followed to their module."""
     modules = _modules(root, packages)
     imports = {m: _imports(p, m) for m, p in modules.items()}
-    lazy = {m: _lazy_exports(p) for m, p in modules.items() if p.name == "__init__.py"}
+    lazy = {m: _lazy_exports(p, m) for m, p in modules.items() if p.name == "__init__.py"}
 
     def defining(target: str, name: str) -> str:
         if f"{target}.{name}" in modules:
@@ -141,7 +147,10 @@ def test_the_cycle_check_sees_a_cycle_through_a_package_face(tmp_path: Path) -> 
     (package / "_y.py").write_text("from pa import X\n\nY = 2\n")
     assert find_cycles(import_graph(tmp_path, ("pa",))) == ["pa._x -> pa._y -> pa._x"]
     # the same through a face that loads its names on first use
-    (package / "__init__.py").write_text('_EXPORTS = {"X": "pa._x", "Y": "pa._y"}\n')
+    (package / "__init__.py").write_text(
+        "import lazy_loader\n\n__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)\n"
+    )
+    (package / "__init__.pyi").write_text("from ._x import X as X\nfrom ._y import Y as Y\n")
     assert find_cycles(import_graph(tmp_path, ("pa",))) == ["pa._x -> pa._y -> pa._x"]
 
 
@@ -179,3 +188,12 @@ def test_importing_training_loads_no_hpo_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("face", ["training", "storage", "hpo.tracking", "hpo.workers"])
+def test_every_name_a_lazy_face_lists_loads(face: str) -> None:
+    """The stub is what editors see and what loads: a name listed there but defined nowhere fails here."""
+    code = f"import {face} as f; [getattr(f, n) for n in f.__all__]; print(len(f.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == len(_lazy_exports(ROOT / face.replace(".", "/") / "__init__.py", face))

@@ -24,8 +24,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from httpx2 import HTTPError  # what huggingface_hub raises for network and HTTP failures alike
-from huggingface_hub import constants as hf_constants
-from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import (
+    constants as hf_constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    try_to_load_from_cache,
+)
 from huggingface_hub.errors import (
     HfHubHTTPError,
     OfflineModeIsEnabled,
