@@ -14,7 +14,6 @@ is 5-10 minutes for 10,000. The rows are the ones ``add_trials`` writes (a test 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import statistics
 import time
@@ -25,6 +24,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.optuna_compat import bulk_add_trials
 from hpo.records import study_record
 from hpo.study import StudySpec
 
@@ -126,72 +126,9 @@ def make_trials(
 
 def insert_trials(url: str, name: str, trials: list[FrozenTrial]) -> None:
     """Write ``trials`` (numbered from 0) into the empty study ``name`` at the RDB ``url``."""
-    from optuna.distributions import distribution_to_json
-    from optuna.storages._rdb import models
-    from sqlalchemy import func, insert, select
-
     storage = optuna.storages.RDBStorage(url)
     try:
-        study_id = storage.get_study_id_from_name(name)
-        with storage.engine.begin() as conn:
-            count = (
-                select(func.count())
-                .select_from(models.TrialModel)
-                .where(models.TrialModel.study_id == study_id)
-            )
-            if conn.execute(count).scalar():
-                raise ValueError(f"study {name} at {url} already has trials; insert_trials fills empty ones")
-            ids = conn.execute(
-                insert(models.TrialModel.__table__).returning(
-                    models.TrialModel.trial_id, sort_by_parameter_order=True
-                ),
-                [
-                    {
-                        "number": t.number,
-                        "study_id": study_id,
-                        "state": t.state,
-                        "datetime_start": t.datetime_start,
-                        "datetime_complete": t.datetime_complete,
-                    }
-                    for t in trials
-                ],
-            ).scalars()
-            params, values, attrs, steps = [], [], [], []
-            for trial_id, t in zip(ids, trials, strict=True):
-                params += [
-                    {
-                        "trial_id": trial_id,
-                        "param_name": key,
-                        "param_value": t.distributions[key].to_internal_repr(value),
-                        "distribution_json": distribution_to_json(t.distributions[key]),
-                    }
-                    for key, value in t.params.items()
-                ]
-                if t.value is not None:
-                    stored, kind = models.TrialValueModel.value_to_stored_repr(t.value)
-                    values.append({"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind})
-                attrs += [
-                    {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                    for key, value in t.user_attrs.items()
-                ]
-                for step, value in t.intermediate_values.items():
-                    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-                    steps.append(
-                        {
-                            "trial_id": trial_id,
-                            "step": step,
-                            "intermediate_value": stored,
-                            "intermediate_value_type": kind,
-                        }
-                    )
-            for model, rows in (
-                (models.TrialParamModel, params),
-                (models.TrialValueModel, values),
-                (models.TrialUserAttributeModel, attrs),
-                (models.TrialIntermediateValueModel, steps),
-            ):
-                if rows:
-                    conn.execute(insert(model.__table__), rows)
+        bulk_add_trials(storage, storage.get_study_id_from_name(name), trials)
     finally:
         storage.engine.dispose()
 

@@ -46,9 +46,9 @@ import optuna
 from benchmarks.common import loadavg, report
 from hpo.space import SearchSpace
 from hpo.study import StudySpec, build_sampler
+from hpo.testing import STORAGE_MODES, fresh_storage_url
 from hpo.workers import BudgetedStudy, BudgetReached
 from storage import open_storage
-from tests.databases import STORAGE_MODES, fresh_storage_url
 from training.config import RunConfig
 
 # ------------------------------------------------------------------------------------------ setup

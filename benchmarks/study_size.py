@@ -38,7 +38,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +61,11 @@ from benchmarks.storage_overhead import (
     _space,
     _stop,
 )
+from hpo.optuna_compat import bulk_add_trials, study_id
 from hpo.study import StudySpec, build_sampler
+from hpo.testing import STORAGE_MODES, fresh_storage_url
 from hpo.workers import BudgetedStudy, BudgetReached
 from storage import StorageError, open_storage, serve_proxy
-from tests.databases import STORAGE_MODES, fresh_storage_url
 from training.config import RunConfig
 
 # ------------------------------------------------------------------------------------------ setup
@@ -168,53 +168,12 @@ def _fill(url: str, history: list[FrozenTrial]) -> float:
 
 
 def _fill_rdb(url: str, history: list[FrozenTrial]) -> None:
-    """Batched multi-row INSERTs, one transaction. ``study.add_trials`` writes a trial per transaction
-    and counts the earlier ones each time: ~9 ms a trial at 1,000, over a minute for 10,000."""
-    from optuna.distributions import distribution_to_json
-    from optuna.storages._rdb import models
-    from sqlalchemy import insert
-
     storage = open_storage(url, heartbeat_interval=None)
     try:
-        study_id = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")._study_id
-        with storage.engine.begin() as conn:
-            ids = conn.execute(
-                insert(models.TrialModel.__table__).returning(
-                    models.TrialModel.trial_id, sort_by_parameter_order=True
-                ),
-                [
-                    {
-                        "number": t.number,
-                        "study_id": study_id,
-                        "state": t.state,
-                        "datetime_start": _utc(t.datetime_start),
-                        "datetime_complete": _utc(t.datetime_complete),
-                    }
-                    for t in history
-                ],
-            ).scalars()
-            params, values = [], []
-            for trial_id, t in zip(ids, history, strict=True):
-                params += [
-                    {
-                        "trial_id": trial_id,
-                        "param_name": name,
-                        "param_value": t.distributions[name].to_internal_repr(value),
-                        "distribution_json": distribution_to_json(t.distributions[name]),
-                    }
-                    for name, value in t.params.items()
-                ]
-                stored, kind = models.TrialValueModel.value_to_stored_repr(t.value)
-                values.append({"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind})
-            conn.execute(insert(models.TrialParamModel.__table__), params)
-            conn.execute(insert(models.TrialValueModel.__table__), values)
+        study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+        bulk_add_trials(storage, study_id(study), history)
     finally:
         storage.engine.dispose()
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """RDBStorage keeps naive UTC datetimes."""
-    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 class _MemoryJournal(BaseJournalBackend):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hpo.testing import ServerUnavailable
 from tests.datasets import make_csv_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
@@ -56,3 +57,27 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def small_csv(workdir: Path) -> Path:
     """4 classes x 12 images of 32 px in ``workdir/data``, with groups."""
     return make_csv_dataset(workdir / "data", classes=("a", "b", "c", "d"), per_class=12, size=(32, 32))
+
+
+# A database server that is not there skips the test with the reason; CI
+# (FOLDTUNE_TEST_REQUIRE_SERVERS=1), where the servers must be there, fails it instead.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    try:
+        return (yield)
+    except ServerUnavailable as exc:
+        _skip_or_fail(exc)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    try:
+        return (yield)
+    except ServerUnavailable as exc:
+        _skip_or_fail(exc)
+
+
+def _skip_or_fail(exc: ServerUnavailable) -> None:
+    if os.environ.get("FOLDTUNE_TEST_REQUIRE_SERVERS") == "1":
+        pytest.fail(str(exc))
+    pytest.skip(str(exc))

@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "hpo.models": LOW | {"hpo.space", "hpo.study", "hpo.tracking"},
     "hpo.workers": LOW | {"hpo.space", "hpo.study", "hpo.tracking"},
     "hpo.dashboard": LOW | {"hpo.study"},
+    "hpo.testing": LOW,  # shared by tests and benchmarks
     "hpo.cli": LOW
     | {"hpo.space", "hpo.study", "hpo.tracking", "hpo.models", "hpo.workers", "hpo.data", "hpo.dashboard"},
 }
@@ -197,3 +198,29 @@ def test_every_name_a_lazy_face_lists_loads(face: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == len(_lazy_exports(ROOT / face.replace(".", "/") / "__init__.py", face))
+
+
+def _private_optuna(target: str) -> bool:
+    return target.split(".")[0] == "optuna" and any(part.startswith("_") for part in target.split("."))
+
+
+def test_optuna_internals_are_reached_only_through_the_compat_module() -> None:
+    modules = {**_modules(), **_modules(ROOT, ("benchmarks",))}
+    offenders = [
+        f"{module}: {target}"
+        for module, path in modules.items()
+        if module != "hpo.optuna_compat"
+        for target, _ in _imports(path, module)
+        if _private_optuna(target)
+    ]
+    assert offenders == []
+
+
+def test_benchmarks_import_nothing_from_tests() -> None:
+    offenders = [
+        f"{module}: {target}"
+        for module, path in _modules(ROOT, ("benchmarks",)).items()
+        for target, _ in _imports(path, module)
+        if target.split(".")[0] == "tests"
+    ]
+    assert offenders == []

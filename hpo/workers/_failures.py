@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.optuna_compat import OPTIMIZE_LOGGER
 from hpo.records import trial_record
 from storage import redact
 
@@ -117,4 +118,4 @@ class _NoFailureLines(logging.Filter):
 
 def quiet_optuna_failures() -> None:
     """Drop Optuna's own two lines (one with a traceback) per failed trial; the objective logs its own."""
-    logging.getLogger("optuna.study._optimize").addFilter(_NoFailureLines())
+    logging.getLogger(OPTIMIZE_LOGGER).addFilter(_NoFailureLines())
