@@ -1,6 +1,6 @@
 """docs/cli.md, generated from the `hpo` app: every command, its arguments and options, its examples.
 
-    python -m hpo.cli.reference                # rewrite docs/cli.md (from the repository root)
+    python -m hpo.cli.reference                # rewrite docs/cli.md of this checkout
     python -m hpo.cli.reference --out FILE     # write it elsewhere
 
 The text is what ``hpo ... --help`` shows (help, usage, the options with their defaults, the examples
@@ -23,7 +23,7 @@ from hpo.cli._app import EXAMPLES, app
 
 __all__ = ["REFERENCE", "REGENERATE", "command_tree", "examples_of", "render"]
 
-REFERENCE = Path("docs") / "cli.md"  # relative to the repository root
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "cli.md"  # in the checkout (pip install -e)
 REGENERATE = "python -m hpo.cli.reference"
 
 
