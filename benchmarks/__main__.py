@@ -1,4 +1,5 @@
-"""Every benchmark in its CPU-sized form, then the README's table rebuilt from benchmarks/results/.
+"""Every benchmark in its CPU-sized form, then the table of benchmarks/README.md rebuilt from
+benchmarks/results/.
 
     python -m benchmarks                 # all scripts, then the table
     python -m benchmarks --readme-only   # only the table, from the JSON files as they are
@@ -26,7 +27,7 @@ from typing import Any
 from benchmarks.common import RESULTS, machine_info
 from benchmarks.readme import SUITE, update_readme
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent / "README.md"  # benchmarks/README.md: the top README has no numbers
 
 # (module under benchmarks/, its CPU-sized arguments); scripts in one stage run at the same time.
 STAGES: list[list[tuple[str, list[str]]]] = [
@@ -80,7 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--readme-only", action="store_true", help="only rebuild the README table")
+    parser.add_argument(
+        "--readme-only", action="store_true", help="only rebuild the table in benchmarks/README.md"
+    )
     args = parser.parse_args()
     failed = []
     if not args.readme_only:

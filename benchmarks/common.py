@@ -66,3 +66,9 @@ def report(name: str, title: str, columns: list[str], rows: list[list[Any]], ext
     tmp.replace(out)
     print(f"wrote {out}")
     return out
+
+
+def records(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows :func:`report` wrote into ``payload``, each a dict keyed by its column name."""
+    columns = payload["columns"]
+    return [dict(zip(columns, row, strict=True)) for row in payload["rows"]]

@@ -1,10 +1,12 @@
-"""The README's benchmark table, rebuilt from the JSON files in benchmarks/results/.
+"""benchmarks/README.md's table, rebuilt from the JSON files in benchmarks/results/.
 
-Each result file is read by the summarizer of its benchmark (matched by file name) into rows of
-benchmark, setup, result, goal and whether the goal is met. The table, under a line saying where the
-numbers come from, replaces what stands between the two markers; the rest of the README is kept.
-Results that the latest ``python -m benchmarks`` did not write (GPU runs, full-size runs) say
-"recorded <date>" in their setup. The README is written to a temp file and renamed into place.
+Each result file is read by the summarizer of its benchmark (matched by file name) into :class:`Row`
+lines of benchmark, setup, result, goal and whether the goal is met; a result's own rows are read by
+their column names (:func:`benchmarks.common.records`), so each format is named once, where the
+benchmark writes it. The table, under a line saying where the numbers come from, replaces what stands
+between the two markers; the rest of the file is kept. Results that the latest ``python -m benchmarks``
+did not write (GPU runs, full-size runs) say "recorded <date>" in their setup. The file is written to a
+temp file and renamed into place.
 """
 
 from __future__ import annotations
@@ -14,16 +16,28 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["END", "START", "SUITE", "render", "table_rows", "update_readme"]
+from benchmarks.common import records
+
+__all__ = ["END", "START", "SUITE", "Row", "render", "table_rows", "update_readme"]
 
 START = "<!-- benchmarks:start -->"
 END = "<!-- benchmarks:end -->"
 SUITE = "suite"  # results/suite.json: what `python -m benchmarks` ran, how long, on which machine
 TIMES = "\N{MULTIPLICATION SIGN}"
 
-Row = tuple[str, str, str, str, str]  # benchmark, setup, result, goal, met
+
+class Row(NamedTuple):
+    """One line of the table; its field names are the table's header."""
+
+    benchmark: str
+    setup: str
+    result: str
+    goal: str
+    met: str  # yes | no | — (no goal)
+
+
 Summarizer = Callable[[dict[str, Any], str], list[Row]]  # (payload, where it ran) -> rows
 
 
@@ -33,15 +47,16 @@ def _met(ok: bool | None) -> str:
 
 def _throughput(payload: dict[str, Any], where: str) -> list[Row]:
     rows = []
-    for comparison, setup, _ours, _base, ratio, goal in payload["rows"]:
-        fit = comparison.startswith("fit")
+    for row in records(payload):
+        ratio, goal = row["ratio"], row["goal"]
+        fit = row["comparison"].startswith("fit")
         rows.append(
-            (
-                "`fit` vs a bare timm loop" if fit else "cached vs decode-per-epoch loader",
-                f"{where}, {setup}",
-                f"{ratio:.2f}{TIMES}",
-                f"≥ {goal:g}{TIMES}",
-                _met(ratio >= goal),
+            Row(
+                benchmark="`fit` vs a bare timm loop" if fit else "cached vs decode-per-epoch loader",
+                setup=f"{where}, {row['setup']}",
+                result=f"{ratio:.2f}{TIMES}",
+                goal=f"≥ {goal:g}{TIMES}",
+                met=_met(ratio >= goal),
             )
         )
     return rows
@@ -64,27 +79,27 @@ def _storage(payload: dict[str, Any], where: str) -> list[Row]:
     exact = sum(r["status"] == "ok" and r["finished"] == r["trials"] for r in ours)
     workers = sorted({r["workers"] for r in ours})
     return [
-        (
-            "budget overhead per trial, 1 worker",
-            f"{where}, {trials} cheap trials, p50 on {_names(shares)}",
-            " / ".join(f"{100 * v:.2f}" for v in shares.values()) + f" % of a {real_s:g} s trial",
-            f"≤ {100 * goal:g} %",
-            _met(bool(shares) and max(shares.values()) <= goal),
+        Row(
+            benchmark="budget overhead per trial, 1 worker",
+            setup=f"{where}, {trials} cheap trials, p50 on {_names(shares)}",
+            result=" / ".join(f"{100 * v:.2f}" for v in shares.values()) + f" % of a {real_s:g} s trial",
+            goal=f"≤ {100 * goal:g} %",
+            met=_met(bool(shares) and max(shares.values()) <= goal),
         ),
-        (
-            "trials/s vs plain Optuna, 4 workers",
-            f"{where}, {trials} cheap trials, {_names(ratios)}",
-            " / ".join(f"{v:.2f}" for v in ratios.values()) + TIMES,
-            "—",
-            _met(None),
+        Row(
+            benchmark="trials/s vs plain Optuna, 4 workers",
+            setup=f"{where}, {trials} cheap trials, {_names(ratios)}",
+            result=" / ".join(f"{v:.2f}" for v in ratios.values()) + TIMES,
+            goal="—",
+            met=_met(None),
         ),
-        (
-            "budget kept: exactly M trials finish",
-            f"{where}, M = {trials}, {len(ours)} runs: {len(_STORAGE_NAMES)} storages {TIMES} "
+        Row(
+            benchmark="budget kept: exactly M trials finish",
+            setup=f"{where}, M = {trials}, {len(ours)} runs: {len(_STORAGE_NAMES)} storages {TIMES} "
             f"{'/'.join(map(str, workers))} workers",
-            f"{exact} of {len(ours)} runs",
-            "all",
-            _met(exact == len(ours)),
+            result=f"{exact} of {len(ours)} runs",
+            goal="all",
+            met=_met(exact == len(ours)),
         ),
     ]
 
@@ -96,12 +111,12 @@ def _study_size(payload: dict[str, Any], where: str) -> list[Row]:
     for size in sorted({r["size"] for r in ours}):
         shares = {r["storage"]: r["overhead_ms"]["p50"] / 1000 / real_s for r in ours if r["size"] == size}
         rows.append(
-            (
-                f"overhead per trial after {size:,} trials",
-                f"{where}, {trials} trials joining the history, TPE, p50 on {_names(shares)}",
-                " / ".join(f"{100 * v:.2f}" for v in shares.values()) + f" % of a {real_s:g} s trial",
-                "—",
-                _met(None),
+            Row(
+                benchmark=f"overhead per trial after {size:,} trials",
+                setup=f"{where}, {trials} trials joining the history, TPE, p50 on {_names(shares)}",
+                result=" / ".join(f"{100 * v:.2f}" for v in shares.values()) + f" % of a {real_s:g} s trial",
+                goal="—",
+                met=_met(None),
             )
         )
     return rows
@@ -119,12 +134,12 @@ def _pruning(payload: dict[str, Any], where: str) -> list[Row]:
             continue
         (ratio, ratio_sd), (diff, diff_sd) = s["epochs_ratio"], s["f1_diff"]
         rows.append(
-            (
-                f"pruner {pruner} vs none",
-                f"{where}, {payload['setup']}",
-                f"epochs {ratio:.2f} ± {ratio_sd:.2f}{TIMES}, best F1 {diff:+.3f} ± {diff_sd:.3f}",
-                f"≤ {goal['epochs_ratio_at_most']:.2f}{TIMES} epochs, F1 within {goal['f1_within']:g}",
-                _met(s["goal_met"]),
+            Row(
+                benchmark=f"pruner {pruner} vs none",
+                setup=f"{where}, {payload['setup']}",
+                result=f"epochs {ratio:.2f} ± {ratio_sd:.2f}{TIMES}, best F1 {diff:+.3f} ± {diff_sd:.3f}",
+                goal=f"≤ {goal['epochs_ratio_at_most']:.2f}{TIMES} epochs, F1 within {goal['f1_within']:g}",
+                met=_met(s["goal_met"]),
             )
         )
     return rows
@@ -134,12 +149,12 @@ def _search(payload: dict[str, Any], where: str) -> list[Row]:
     s = payload["summary"]
     (tpe, tpe_sd), (rnd, rnd_sd) = s["tpe"]["best_f1"], s["random"]["best_f1"]
     return [
-        (
-            "TPE vs random, equal epoch budget",
-            f"{where}, {payload['setup']}",
-            f"best F1 {tpe:.3f} ± {tpe_sd:.3f} vs {rnd:.3f} ± {rnd_sd:.3f}",
-            "TPE ≥ random",
-            _met(payload["goal_met"]),
+        Row(
+            benchmark="TPE vs random, equal epoch budget",
+            setup=f"{where}, {payload['setup']}",
+            result=f"best F1 {tpe:.3f} ± {tpe_sd:.3f} vs {rnd:.3f} ± {rnd_sd:.3f}",
+            goal="TPE ≥ random",
+            met=_met(payload["goal_met"]),
         )
     ]
 
@@ -160,7 +175,15 @@ def _peers(payload: dict[str, Any], where: str) -> list[Row]:
         load = "" if start is None else f", load average {start:.1f} at start"
         quick = "--quick smoke run, " if payload.get("quick") else ""
         if "skipped" in data:
-            rows.append((title, f"{where}, {name}", f"skipped: {data['skipped']}", goal_text, _met(None)))
+            rows.append(
+                Row(
+                    benchmark=title,
+                    setup=f"{where}, {name}",
+                    result=f"skipped: {data['skipped']}",
+                    goal=goal_text,
+                    met=_met(None),
+                )
+            )
             continue
         s, images = data["summary"], data["images"]
         peers = s["peers"]
@@ -176,14 +199,14 @@ def _peers(payload: dict[str, Any], where: str) -> list[Row]:
             for v in peers.values()
         )
         rows.append(
-            (
-                title,
-                f"{where}, {quick}{name} ({images['search']} search / {images['holdout']} held-out "
+            Row(
+                benchmark=title,
+                setup=f"{where}, {quick}{name} ({images['search']} search / {images['holdout']} held-out "
                 f"images), {payload['setup']}{load}",
-                f"time to the best final F1 (median): {times}, ratio {ratio_text}; held-out F1 {finals}; "
-                f"goal held in {s['seeds_goal_met']} of {len(s['seeds'])} seeds",
-                goal_text,
-                _met(s["goal_met"]),
+                result=f"time to the best final F1 (median): {times}, ratio {ratio_text}; "
+                f"held-out F1 {finals}; goal held in {s['seeds_goal_met']} of {len(s['seeds'])} seeds",
+                goal=goal_text,
+                met=_met(s["goal_met"]),
             )
         )
     return rows
@@ -202,14 +225,14 @@ def _fleet(payload: dict[str, Any], where: str) -> list[Row]:
     if sharing := payload.get("sharing"):
         shared, pooled = (sharing["variants"][name] for name in ("two cpu", "one cpu:2"))
         rows.append(
-            (
-                "two `hpo worker --devices cpu` vs one `--devices cpu:2`, aggregate images/s",
-                f"{where}, {quick}{payload['setup']}",
-                f"{sharing['ratio']:.2f}{TIMES} ({shared['median_images_per_s']:.0f} vs "
+            Row(
+                benchmark="two `hpo worker --devices cpu` vs one `--devices cpu:2`, aggregate images/s",
+                setup=f"{where}, {quick}{payload['setup']}",
+                result=f"{sharing['ratio']:.2f}{TIMES} ({shared['median_images_per_s']:.0f} vs "
                 f"{pooled['median_images_per_s']:.0f} images/s; wall {shared['median_wall_s']:.0f} vs "
                 f"{pooled['median_wall_s']:.0f} s)",
-                f"≥ {sharing['goal']:g}{TIMES}",
-                _met(sharing["goal_met"]),
+                goal=f"≥ {sharing['goal']:g}{TIMES}",
+                met=_met(sharing["goal_met"]),
             )
         )
     if cli := payload.get("cli"):
@@ -218,18 +241,18 @@ def _fleet(payload: dict[str, Any], where: str) -> list[Row]:
         heavy = sorted({m for probe in cli["modules"].values() for m in probe["heavy"]})
         status = times.get("hpo status")
         rows.append(
-            (
-                'CLI start: `hpo --help` vs `python -c "import typer, rich"`',
-                f"{where}, {quick}median of {cli['runs']} runs, same interpreter",
-                f"{helps['ratio']:.1f}{TIMES} ({helps['median_s']:.2f} vs {base:.2f} s)"
+            Row(
+                benchmark='CLI start: `hpo --help` vs `python -c "import typer, rich"`',
+                setup=f"{where}, {quick}median of {cli['runs']} runs, same interpreter",
+                result=f"{helps['ratio']:.1f}{TIMES} ({helps['median_s']:.2f} vs {base:.2f} s)"
                 + (
                     ""
                     if status is None
                     else f"; `hpo status` {status['median_s']:.2f} s ({status['ratio']:.1f}{TIMES})"
                 )
                 + f"; heavy modules loaded: {', '.join(heavy) or 'none'}",
-                "none of torch, mlflow, timm, albumentations, cv2 loaded",
-                _met(not heavy),
+                goal="none of torch, mlflow, timm, albumentations, cv2 loaded",
+                met=_met(not heavy),
             )
         )
     return rows
@@ -243,15 +266,15 @@ def _scale(payload: dict[str, Any], where: str) -> list[Row]:
     if cache := payload.get("cache"):
         rates = cache["images_per_s"]
         rows.append(
-            (
-                "decoded-cache build, all cores vs one",
-                f"{where}, {quick}{cache['images']:,} {data} -> {payload['cache_size']} px, "
+            Row(
+                benchmark="decoded-cache build, all cores vs one",
+                setup=f"{where}, {quick}{cache['images']:,} {data} -> {payload['cache_size']} px, "
                 f"`training.cache.load_images`, {cache['threads']} threads vs 1, "
                 f"best of {cache.get('rounds', 1)} runs each, files in the page cache",
-                f"{cache['speedup']:.2f}{TIMES} ({rates[str(cache['threads'])]:.0f} vs {rates['1']:.0f} "
-                "images/s)",
-                "—",
-                _met(None),
+                result=f"{cache['speedup']:.2f}{TIMES} "
+                f"({rates[str(cache['threads'])]:.0f} vs {rates['1']:.0f} images/s)",
+                goal="—",
+                met=_met(None),
             )
         )
     goal = payload["check_goal"]
@@ -259,42 +282,56 @@ def _scale(payload: dict[str, Any], where: str) -> list[Row]:
         images = check.get("images", 0)
         gated = images == goal["images"]
         rows.append(
-            (
-                f"`hpo data check`, {images:,} images",
-                f"{where}, {quick}{check['persons']:,} persons x 7 {data}",
-                check.get("note")
+            Row(
+                benchmark=f"`hpo data check`, {images:,} images",
+                setup=f"{where}, {quick}{check['persons']:,} persons x 7 {data}",
+                result=check.get("note")
                 or f"{check['wall_s']:.0f} s, peak RSS {check['peak_rss_mb'] / 1024:.2f} GB, "
                 f"{check['errors']} errors, {check['warnings']} warnings",
-                f"peak < {goal['peak_gb_below']:g} GB" if gated else "—",
-                _met(check["peak_rss_mb"] / 1024 < goal["peak_gb_below"] if gated else None),
+                goal=f"peak < {goal['peak_gb_below']:g} GB" if gated else "—",
+                met=_met(check["peak_rss_mb"] / 1024 < goal["peak_gb_below"] if gated else None),
             )
         )
     study = payload.get("status")
     if study:
         setup = f"{where}, {quick}SQLite, {study['trials']:,} finished trials"
         if "times" not in study:
-            rows.append((f"`hpo status`, {study['trials']:,} trials", setup, study["note"], "—", _met(None)))
+            rows.append(
+                Row(
+                    benchmark=f"`hpo status`, {study['trials']:,} trials",
+                    setup=setup,
+                    result=study["note"],
+                    goal="—",
+                    met=_met(None),
+                )
+            )
             return rows
         times = study["times"]
         runs, helps = len(times["hpo status"]["runs_s"]), times["hpo --help"]["median_s"]
         for name in ("hpo status", "hpo study list"):
             if name in times:
                 rows.append(
-                    (
-                        f"`{name}`, {study['trials']:,} trials",
-                        f"{setup}, median of {runs} runs",
-                        f"{times[name]['median_s']:.2f} s ({times[name]['median_s'] / helps:.1f}{TIMES} "
-                        f"`hpo --help`, {helps:.2f} s)"
+                    Row(
+                        benchmark=f"`{name}`, {study['trials']:,} trials",
+                        setup=f"{setup}, median of {runs} runs",
+                        result=f"{times[name]['median_s']:.2f} s "
+                        f"({times[name]['median_s'] / helps:.1f}{TIMES} `hpo --help`, {helps:.2f} s)"
                         + (
                             f", peak RSS {study['status_peak_rss_mb']:.0f} MB" if name == "hpo status" else ""
                         ),
-                        "—",
-                        _met(None),
+                        goal="—",
+                        met=_met(None),
                     )
                 )
-        if study.get("study_list"):  # not a code span: the README names only commands the CLI has
+        if study.get("study_list"):  # not a code span: the docs' code spans name only commands the CLI has
             rows.append(
-                (f"hpo study list, {study['trials']:,} trials", setup, study["study_list"], "—", _met(None))
+                Row(
+                    benchmark=f"hpo study list, {study['trials']:,} trials",
+                    setup=setup,
+                    result=study["study_list"],
+                    goal="—",
+                    met=_met(None),
+                )
             )
     return rows
 
@@ -309,12 +346,12 @@ def _techniques(payload: dict[str, Any], where: str) -> list[Row]:
 
     attributes = ", ".join(f"{name} {pm(f1)}" for name, f1 in payload["baseline_attribute_f1"].items())
     table = [
-        (
-            "techniques: baseline, OOF macro-F1",
-            setup,
-            f"{pm(rows['baseline']['f1'])} ({attributes})",
-            "—",
-            "—",
+        Row(
+            benchmark="techniques: baseline, OOF macro-F1",
+            setup=setup,
+            result=f"{pm(rows['baseline']['f1'])} ({attributes})",
+            goal="—",
+            met="—",
         )
     ]
     bound = "— (an upper bound: fitted or picked on the images it is scored on)"
@@ -323,12 +360,12 @@ def _techniques(payload: dict[str, Any], where: str) -> list[Row]:
             result = f"{pm(row['f1'])}, {pm(row['diff'], '+')} vs baseline: {row['verdict']}"
             judged = "(in-sample)" not in name
             table.append(
-                (
-                    f"technique {name} vs baseline",
-                    setup,
-                    result,
-                    goal if judged else bound,
-                    _met(row["verdict"] == "helps" if judged else None),
+                Row(
+                    benchmark=f"technique {name} vs baseline",
+                    setup=setup,
+                    result=result,
+                    goal=goal if judged else bound,
+                    met=_met(row["verdict"] == "helps" if judged else None),
                 )
             )
     for pick in ("held-out pick", "OOF pick"):
@@ -342,12 +379,12 @@ def _techniques(payload: dict[str, Any], where: str) -> list[Row]:
             for other, v in against.items()
         )
         table.append(
-            (
-                f"{ensemble.removesuffix(f' ({pick})')} ensemble, {pick}",
-                setup,
-                f"{pm(rows[ensemble]['f1'])}; {others}",
-                f"{goal} over both" if pick == "held-out pick" else bound,
-                _met(
+            Row(
+                benchmark=f"{ensemble.removesuffix(f' ({pick})')} ensemble, {pick}",
+                setup=setup,
+                result=f"{pm(rows[ensemble]['f1'])}; {others}",
+                goal=f"{goal} over both" if pick == "held-out pick" else bound,
+                met=_met(
                     all(v["verdict"] == "helps" for v in against.values())
                     if pick == "held-out pick"
                     else None
@@ -417,7 +454,7 @@ def render(results: Path) -> str:
             "Rows marked recorded come from earlier runs.",
             "",
         ]
-    lines += ["| benchmark | setup | result | goal | met |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(Row._fields) + " |", "|" + "---|" * len(Row._fields)]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(results)]
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Command lines checked against the real CLIs without running them (compose services, README examples).
+"""Command lines checked against the real CLIs without running them (compose services, the docs' examples).
 
 ``resolve`` walks a command line down the command groups and lets the leaf command parse the rest as it
 would at run time, so a misspelled command, option or value fails the check.

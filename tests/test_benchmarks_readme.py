@@ -1,4 +1,5 @@
-"""The README benchmark table: rows from result JSON files, only the text between the markers replaced."""
+"""benchmarks/README.md's table: rows from result JSON files read by column name, only the text between the
+markers replaced, and the shipped table is what the shipped results give."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.readme import END, START, TIMES, update_readme
+from benchmarks.common import RESULTS
+from benchmarks.readme import END, START, TIMES, Row, render, update_readme
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CPU = {"cpu": "Xeon", "cores": 2, "device": "cpu", "date": "2026-11-28"}
 GPU = {"cpu": "Xeon", "cores": 16, "device": "NVIDIA H100 80GB HBM3", "date": "2026-11-23"}
@@ -26,9 +30,11 @@ def results(tmp_path: Path) -> Path:
         "train_throughput_cuda_resnet50",
         {
             "machine": GPU,
+            # read by these names: a column added or moved by the benchmark changes nothing here
+            "columns": ["setup", "comparison", "ours img/s", "baseline img/s", "goal", "ratio", "extra"],
             "rows": [
-                ["fit vs bare timm loop", "resnet50 224px b64", 3055.1, 3308.6, 0.923, 0.95],
-                ["cached vs decode-per-epoch", "384x512 JPEG -> 224, 1 core", 2535.3, 297.8, 8.51, 8.0],
+                ["resnet50 224px b64", "fit vs bare timm loop", 3055.1, 3308.6, 0.95, 0.923, 1],
+                ["384x512 JPEG -> 224, 1 core", "cached vs decode-per-epoch", 2535.3, 297.8, 8.0, 8.51, 2],
             ],
         },
     )
@@ -68,7 +74,8 @@ def test_table_rows_replace_only_the_text_between_the_markers(tmp_path: Path, re
     inside = text[text.index(START) + len(START) : text.index(END)]
     assert "an old table" not in inside
     assert "2 cores (load average 0.40 when it began), 10.0 min in all" in inside
-    rows = [line for line in inside.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    header, *rows = [line for line in inside.splitlines() if line.startswith("| ") and "---" not in line]
+    assert header == "| " + " | ".join(Row._fields) + " |"
     assert rows == [  # throughput before pruning; the GPU file is not from the suite run: recorded
         "| `fit` vs a bare timm loop | NVIDIA H100 80GB HBM3 (recorded 2026-11-23), resnet50 224px b64 "
         f"| 0.92{TIMES} | ≥ 0.95{TIMES} | no |",
@@ -88,3 +95,23 @@ def test_a_readme_without_markers_is_left_alone(tmp_path: Path, results: Path) -
         update_readme(readme, results)
     assert readme.read_text() == "# project\n"
     assert [p.name for p in tmp_path.iterdir() if p.name != "results"] == ["README.md"]  # no temp file left
+
+
+def test_a_row_that_does_not_match_its_columns_names_the_file(tmp_path: Path, results: Path) -> None:
+    bad = {"machine": CPU, "columns": ["comparison", "setup"], "rows": [["fit vs bare timm loop"]]}
+    write(results, "train_throughput_cpu_x", bad)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    with pytest.raises(ValueError, match=r"train_throughput_cpu_x\.json: not the layout"):
+        update_readme(readme, results)
+
+
+def test_the_shipped_table_is_what_the_shipped_results_give() -> None:
+    text = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    inside = text[text.index(START) + len(START) : text.index(END)]
+    assert inside == f"\n{render(RESULTS)}\n", (
+        "benchmarks/README.md's table differs from benchmarks/results/: "
+        "rebuild it with `python -m benchmarks --readme-only`"
+    )
+    top = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert START not in top and END not in top, "the top README holds no numbers that runs rewrite"

@@ -15,11 +15,13 @@ from rich.logging import RichHandler
 from hpo.errors import USER_ERRORS
 
 __all__ = [
+    "EXAMPLES",
     "StorageOpt",
     "app",
     "console",
     "data_app",
     "err",
+    "examples",
     "quiet",
     "space_app",
     "storage_app",
@@ -44,6 +46,7 @@ app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+EXAMPLES = "Examples:"
 _settings = {"quiet": False}  # set by the app callback on every invocation
 
 
@@ -61,6 +64,16 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def examples(*lines: str) -> str:
+    """A command's epilog: runnable examples that end its --help, each ``# why`` line above its command.
+
+    typer prints an epilog's lines as they are (with rich, also without a terminal), and
+    ``python -m hpo.cli.reference`` puts them in docs/cli.md as a bash block; keep them short enough
+    for an 80-column terminal.
+    """
+    return "\n".join([EXAMPLES, *lines])
 
 
 def user_errors(fn: F) -> F:

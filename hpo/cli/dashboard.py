@@ -6,12 +6,19 @@ from typing import Annotated
 
 import typer
 
-from hpo.cli._app import StorageOpt, app, console, err, user_errors
+from hpo.cli._app import StorageOpt, app, console, err, examples, user_errors
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "# the study's page on http://127.0.0.1:8080",
+        "hpo dashboard mask",
+        "# every study of a PostgreSQL storage, on a port the system picks",
+        "hpo dashboard --storage postgresql://user@db-host/foldtune --port 0",
+    )
+)
 @user_errors
 def dashboard(
     name: Annotated[
@@ -31,7 +38,11 @@ def dashboard(
         ),
     ] = None,
 ) -> None:
-    """Live optuna-dashboard: studies, trials, and each trial's learning curves and confusion matrix."""
+    """Live optuna-dashboard: studies, trials, and each trial's learning curves and confusion matrix.
+
+    The objective is named macro_f1. A trial's page shows its learning curves,
+    per fold as the folds finish, and its out-of-fold confusion matrix.
+    """
     from hpo.dashboard import make_server, serve, study_path
     from hpo.study import storage_url
     from storage import redact

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpo.cli._app import console, data_app, err, quiet, user_errors
+from hpo.cli._app import console, data_app, err, examples, quiet, user_errors
 from hpo.errors import UserError
 from training.config import CVConfig
 
@@ -49,7 +49,14 @@ def _progress(description: str, *, hidden: bool):
             progress.stop()
 
 
-@data_app.command("check")
+@data_app.command(
+    "check",
+    epilog=examples(
+        "hpo data check sample-mask",
+        "# a CSV manifest for a 5-fold study, as JSON for a script",
+        "hpo data check labels.csv --folds 5 --json",
+    ),
+)
 @user_errors
 def data_check(
     data: DataArg,
@@ -71,8 +78,12 @@ def data_check(
     ] = 0.99,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
-    """Find missing/corrupt/truncated images, odd modes, thin classes, label typos, mixed groups and
-    duplicates across groups. Exit 1 when there are errors; warnings alone exit 0."""
+    """Every problem of a dataset at once, then the images per class.
+
+    Missing, corrupt or truncated images, odd pixel modes, classes thinner than
+    the folds, label typos, mixed groups, duplicates across groups.
+    Exit 1 when there are errors; warnings alone exit 0.
+    """
     from hpo.data import check_data
 
     if folds < 2:
@@ -129,7 +140,13 @@ def _print_class_counts(counts: dict[str, int]) -> None:
     console.print(table)
 
 
-@data_app.command("report")
+@data_app.command(
+    "report",
+    epilog=examples(
+        "# then open report/index.html",
+        "hpo data report sample-mask --out report",
+    ),
+)
 @user_errors
 def data_report(
     data: DataArg,

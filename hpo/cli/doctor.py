@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hpo.cli._app import StorageOpt, app, console, user_errors
+from hpo.cli._app import StorageOpt, app, console, examples, user_errors
 from hpo.errors import short_error
 
 # distributions whose versions matter when comparing machines or reporting a bug
@@ -48,7 +48,12 @@ class Check:
     detail: str
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "hpo doctor",
+        "hpo doctor --storage postgresql://user@db-host/foldtune --data /data/mask",
+    )
+)
 @user_errors
 def doctor(
     storage: StorageOpt = None,
@@ -65,7 +70,9 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show versions and devices, and check that the study storage and MLflow are reachable.
-    Exit 1 when a check fails."""
+
+    Passwords in the URLs it prints are masked. Exit 1 when a check fails.
+    """
     checks = [_storage_check(storage), _tracking_check(tracking_uri)]
     if data is not None:
         checks.append(_data_check(data))

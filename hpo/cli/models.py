@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hpo.cli._app import StorageOpt, app, console, err, user_errors
+from hpo.cli._app import StorageOpt, app, console, err, examples, user_errors
 
 __all__ = ["TrackingOpt", "print_retrain"]
 
@@ -48,7 +48,14 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "# the 5 best trials, 2 seeds each: a fold ensemble weighted out of fold",
+        "hpo retrain mask --top-k 5 --seeds 2",
+        "# one trial, one model on all its data, under its own registered name",
+        "hpo retrain mask --trial 12 --mode full --registered-model mask-full",
+    )
+)
 @user_errors
 def retrain(
     name: Annotated[str, typer.Argument(help="Study name.")],
@@ -150,7 +157,14 @@ def print_retrain(result) -> None:
         )
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "# a submission (ImageID,ans) for the eval split of a mask-layout root",
+        "hpo predict --model models:/mask@champion --data /data/mask --out sub.csv",
+        "# a folder of images: path, label and the probability of every class",
+        "hpo predict --model models:/mask@champion --data images/ --out p.csv --probs",
+    )
+)
 @user_errors
 def predict(
     model: ModelOpt,
@@ -171,7 +185,12 @@ def predict(
     device: DeviceOpt = "auto",
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Predict with a registered or local model: fold/top-k ensemble, optional TTA, submission CSV."""
+    """Predict with a registered or local model: fold/top-k ensemble, optional TTA, submission CSV.
+
+    The CSV is ImageID,ans for the eval split of the mask layout, else path,label
+    (and with --probs a prob_<class> column per class). It is written to a temp
+    file and renamed into place, so a failure leaves no file.
+    """
     from hpo.models import predict as run_predict
 
     _quiet_mlflow()
@@ -198,7 +217,13 @@ def predict(
         _warn_overlap(result.overlap)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "hpo evaluate --model models:/mask@champion --data /data/holdout.csv",
+        "# with flipped views, as JSON",
+        "hpo evaluate --model models:/mask/3 --data holdout/ --tta flips --json",
+    )
+)
 @user_errors
 def evaluate(
     model: ModelOpt,
@@ -211,7 +236,12 @@ def evaluate(
     tracking_uri: TrackingOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Macro-F1 and a per-class report of a model on a labeled set."""
+    """Macro-F1 and a per-class report of a model on a labeled set.
+
+    On the mask layout the classes are named (4 wear/female/30-59) and macro-F1 is
+    also given per attribute (mask, gender, age). A warning on stderr says how many
+    of the images the model trained on.
+    """
     import json
 
     from hpo.models import evaluate as run_evaluate

@@ -7,10 +7,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hpo.cli._app import StorageOpt, console, space_app, storage_app, user_errors
+from hpo.cli._app import StorageOpt, console, examples, space_app, storage_app, user_errors
 
 
-@space_app.command("show")
+@space_app.command(
+    "show",
+    epilog=examples(
+        "hpo space show competition_cpu",
+        "hpo space show my_space.yaml",
+    ),
+)
 @user_errors
 def space_show(path: Annotated[str, typer.Argument(help="YAML file or shipped space name.")]) -> None:
     """Print a search space: fixed values and searched parameters."""
@@ -28,7 +34,13 @@ def space_show(path: Annotated[str, typer.Argument(help="YAML file or shipped sp
     console.print(fixed, params)
 
 
-@storage_app.command("upgrade")
+@storage_app.command(
+    "upgrade",
+    epilog=examples(
+        "# after upgrading Optuna, once, before the workers start",
+        "hpo storage upgrade --storage postgresql://user@db-host/foldtune",
+    ),
+)
 @user_errors
 def storage_upgrade(storage: StorageOpt = None) -> None:
     """Migrate the study database schema to this Optuna version."""
@@ -40,7 +52,13 @@ def storage_upgrade(storage: StorageOpt = None) -> None:
     console.print(f"{redact(url)} is at schema version {version}")
 
 
-@storage_app.command("serve")
+@storage_app.command(
+    "serve",
+    epilog=examples(
+        "# workers then use --storage grpc://THIS-HOST:13000",
+        "hpo storage serve --storage postgresql://user@db-host/foldtune --host 0.0.0.0",
+    ),
+)
 @user_errors
 def storage_serve(
     storage: StorageOpt = None,

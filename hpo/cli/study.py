@@ -11,13 +11,22 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hpo.cli._app import StorageOpt, app, console, err, study_app, user_errors
+from hpo.cli._app import StorageOpt, app, console, err, examples, study_app, user_errors
 from hpo.cli.models import TrackingOpt, print_retrain
 from hpo.cli.progress import finished_count, print_status, with_trial_progress
 from training.config import CVConfig
 
 
-@study_app.command("create")
+@study_app.command(
+    "create",
+    epilog=examples(
+        "# 3 folds of test_resnet at 48 px on the built-in mask-competition sample",
+        "hpo study create mask --space competition_cpu --data sample-mask",
+        "# for workers on many machines: PostgreSQL, every trial tracked in MLflow",
+        "export HPO_STORAGE=postgresql://user@db-host/foldtune",
+        "hpo study create mask --space mask --data /data/mask --mlflow",
+    ),
+)
 @user_errors
 def study_create(
     name: Annotated[str, typer.Argument(help="Study name.")],
@@ -95,7 +104,13 @@ def study_create(
         )
 
 
-@study_app.command("list")
+@study_app.command(
+    "list",
+    epilog=examples(
+        "hpo study list",
+        "hpo study list --storage postgresql://user@db-host/foldtune --json",
+    ),
+)
 @user_errors
 def study_list(
     storage: StorageOpt = None,
@@ -122,7 +137,13 @@ def study_list(
     console.print(table)
 
 
-@study_app.command("delete")
+@study_app.command(
+    "delete",
+    epilog=examples(
+        "# without asking (for scripts); its MLflow runs and files stay",
+        "hpo study delete mask --yes",
+    ),
+)
 @user_errors
 def study_delete(
     name: Annotated[str, typer.Argument(help="Study name.")],
@@ -145,7 +166,14 @@ def study_delete(
     console.print(f"deleted study [bold]{name}[/] from {redact(url)}")
 
 
-@study_app.command("trials")
+@study_app.command(
+    "trials",
+    epilog=examples(
+        "hpo study trials mask",
+        "# every trial with its params and fold F1s, for a spreadsheet",
+        "hpo study trials mask --csv > trials.csv",
+    ),
+)
 @user_errors
 def study_trials(
     name: Annotated[str, typer.Argument(help="Study name.")],
@@ -207,7 +235,14 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "# one process per GPU here (CPU without one) until 200 trials are finished",
+        "hpo worker mask --devices auto --n-trials 200",
+        "# two CPU trial processes, starting trials for at most an hour",
+        "hpo worker mask --devices cpu:2 --timeout 3600",
+    )
+)
 @user_errors
 def worker(
     name: Annotated[str, typer.Argument(help="Study name.")],
@@ -282,18 +317,34 @@ def exit_on_stopped_workers(result) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "hpo status mask",
+        "hpo status mask --json",
+    )
+)
 @user_errors
 def status(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Trial counts, best trial, running trials and ETA."""
+    """Trial counts, best trial, running trials and ETA.
+
+    The budget (finished / N), trials by state, the best trial and its params,
+    running trials with their worker and fold/epoch, failed trials grouped by reason.
+    """
     print_status(name, storage, as_json=as_json)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "# the main job on the built-in digits: 8 trials, retrain, register, predict",
+        "hpo run",
+        "# 20 more trials on the mask-competition sample, no retrain or registry",
+        "hpo run --study mask --data sample-mask --n-trials 20 --no-mlflow",
+    )
+)
 @user_errors
 def run(
     n_trials: Annotated[int, typer.Option(help="Trials to add to the study in this run.")] = 8,

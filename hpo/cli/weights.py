@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hpo.cli._app import app, console, user_errors
+from hpo.cli._app import app, console, examples, user_errors
 from hpo.errors import UserError
 
 weights_app = typer.Typer(
@@ -15,7 +15,15 @@ weights_app = typer.Typer(
 app.add_typer(weights_app, name="weights")
 
 
-@weights_app.command("fetch")
+@weights_app.command(
+    "fetch",
+    epilog=examples(
+        "# every model the space can load pretrained, into $HF_HOME, once",
+        "hpo weights fetch --space competition",
+        "# two models, from a mirror of the Hugging Face Hub",
+        "HF_ENDPOINT=https://hf-mirror.example.com hpo weights fetch convnext_tiny",
+    ),
+)
 @user_errors
 def weights_fetch(
     models: Annotated[
@@ -33,9 +41,11 @@ def weights_fetch(
 ) -> None:
     """Download the pretrained weights of each model once (cached ones are not downloaded again).
 
-    Then `hpo study create` and the workers find them in the cache and run offline: one download per
-    study instead of one per worker. HF_HOME (or HF_HUB_CACHE) says where the cache is, HF_ENDPOINT
-    names a mirror of the Hugging Face Hub.
+    One line per model: its repo, file, size, and cached or downloaded.
+    Then `hpo study create` and the workers find them in the cache and run
+    offline: one download per study instead of one per worker.
+    HF_HOME (or HF_HUB_CACHE) says where the cache is; HF_ENDPOINT names a mirror
+    of the Hugging Face Hub.
     """
     from training.weights import fetch, hf_cache_dir, weights_for
 
