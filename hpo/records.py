@@ -54,7 +54,7 @@ class TrialRecord(TypedDict, total=False):
     oof_f1: float  # macro-F1 of the out-of-fold predictions of all folds together
     fail_reason: str  # why the trial FAILED (redacted)
     prune_reason: str  # why the trial was PRUNED
-    paused: dict[str, int]  # --pruner asha: {"rung": 1-based rung, "step": step} where it was paused
+    paused: dict[str, int] | None  # --pruner asha: {"rung": 1-based rung, "step": step} where it paused
     continues: int  # the paused trial this one continues from its last checkpoint (--pruner asha)
 
 

@@ -206,7 +206,7 @@ def test_beyond_keep_paused_the_worst_ranked_paused_trials_lose_their_checkpoint
     later = _paused(study, {1: 0.9, 3: 0.2}, rung=2, step=3)  # 2nd of 2 at rung 2: as far behind, later
     for number in (second, last, later):
         (ckpt / "asha" / f"trial-{number}").mkdir(parents=True)
-    Promotion(url, checkpoint_root=ckpt, keep=1).keep_bound(study)
+    Promotion(url, checkpoint_root=ckpt, keep=1).keep_bound(study, later)
     assert sorted(p.name for p in (ckpt / "asha").iterdir()) == [f"trial-{later}"]
     assert sorted(study_record(study)["released"]) == [second, last]
     for _ in range(9):  # now `second` ranks 3rd of 13 at rung 1, in the top third: but it has no checkpoints

@@ -142,7 +142,7 @@ def _pauses(study: optuna.Study, storage: BaseStorage, sid: int) -> dict[str, in
         return None
     trials = storage.get_all_trials(sid, deepcopy=False)
     return {
-        "paused": sum("paused" in trial_record(t) for t in trials if t.state == TrialState.PRUNED),
+        "paused": sum(bool(trial_record(t).get("paused")) for t in trials if t.state == TrialState.PRUNED),
         "promoted": len(record.get("promoted", [])),
         "continued": sum("continues" in trial_record(t) for t in trials),
     }

@@ -114,6 +114,8 @@ class Objective:
             },
         )
         frozen = stored_trial(trial)
+        if frozen.user_attrs.get("paused"):  # a heartbeat retry copies its failed try's user attrs
+            write_trial(trial, {"paused": None})
         root = chain_root(frozen)
         ckpt_dir = checkpoint_folder(self.checkpoint_root, trial.study.study_name, root)
         continued = continuation_of(frozen)
@@ -190,7 +192,7 @@ class Objective:
         rung = rungs.index(step) + 1
         write_trial(trial, {"paused": {"rung": rung, "step": step}})
         if self.promotion is not None:
-            self.promotion.keep_bound(trial.study)
+            self.promotion.keep_bound(trial.study, trial.number)
         raise Paused(
             f"paused at rung {rung} (step {step}, {where}): F1 credited so far {value:.4f} is outside the "
             f"top 1/{ETA} of the trials there"

@@ -42,6 +42,7 @@ __all__ = [
     "chain_root",
     "checkpoint_folder",
     "continuation_of",
+    "is_paused",
     "promoted_count",
 ]
 
@@ -77,6 +78,11 @@ def checkpoint_folder(checkpoint_root: str | Path, study_name: str, root: int) -
     return Path(checkpoint_root) / study_name / f"trial-{root}"
 
 
+def is_paused(trial: FrozenTrial) -> bool:
+    """Ended by a pause (a retry's record starts without one: see ``Objective``)."""
+    return trial.state == TrialState.PRUNED and bool(trial_record(trial).get("paused"))
+
+
 def promoted_count(study: optuna.Study) -> int:
     return len(study_record(study).get("promoted", []))
 
@@ -97,12 +103,9 @@ class Promotion:
         promotable = [
             t
             for t in trials
-            if t.state == TrialState.PRUNED
-            and (paused := trial_record(t).get("paused"))
+            if is_paused(t)
             and t.number not in settled
-            and in_top(
-                t.intermediate_values[paused["step"]], rung_values(trials, paused["step"]), eta=self.eta
-            )
+            and in_top(t.intermediate_values[_step(t)], rung_values(trials, _step(t)), eta=self.eta)
         ]
         if not promotable:
             return None
@@ -125,11 +128,12 @@ class Promotion:
         log.info("trial %d promoted at rung %d: a new trial continues it", best.number, _rung(best))
         return best.number
 
-    def keep_bound(self, study: optuna.Study) -> None:
-        """After a pause: delete the checkpoints of the worst-ranked paused trials beyond ``keep``."""
+    def keep_bound(self, study: optuna.Study, pausing: int) -> None:
+        """Trial ``pausing`` is being paused: delete the checkpoints of the worst-ranked paused trials
+        beyond ``keep`` (it may be one of them)."""
         with budget_lock(self.url, study.study_name):
             trials = study.get_trials(deepcopy=False)
-            kept = self._kept(study, trials)
+            kept = self._kept(study, trials, pausing=pausing)
             if len(kept) <= self.keep:
                 return
             by_rank = sorted(kept, key=lambda t: _standing(t, trials), reverse=True)  # worst first
@@ -143,14 +147,15 @@ class Promotion:
         record = study_record(study)
         return {*record.get("promoted", []), *record.get("released", [])}
 
-    def _kept(self, study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
-        """Paused trials still holding checkpoints; a RUNNING one is being paused right now."""
+    def _kept(
+        self, study: optuna.Study, trials: list[FrozenTrial], *, pausing: int | None = None
+    ) -> list[FrozenTrial]:
+        """Paused trials still holding checkpoints, and the one being paused now (still RUNNING)."""
         settled = self._settled(study)
         return [
             t
             for t in trials
-            if t.state in (TrialState.PRUNED, TrialState.RUNNING)
-            and "paused" in trial_record(t)
+            if (is_paused(t) or (t.number == pausing and trial_record(t).get("paused")))
             and t.number not in settled
         ]
 
