@@ -215,6 +215,24 @@ def test_beyond_keep_paused_the_worst_ranked_paused_trials_lose_their_checkpoint
         assert Promotion(url, checkpoint_root=ckpt, keep=1).promote(study) is None
 
 
+def test_a_fold_that_early_stopping_ends_is_still_judged_at_its_rungs(workdir: Path, small_csv: Path) -> None:
+    space = workdir / "patience.yaml"
+    space.write_text(SPACE.format(epochs=9).replace("budget.patience: null", "budget.patience: 1"))
+    url = f"sqlite:///{workdir / 'stop.db'}"
+    study, spec = _create(workdir, small_csv, url, space=space)  # rungs: steps 1, 3 and 9 (fold 1's end)
+    study.enqueue_trial(GOOD)
+    budgeted, objective = _worker(url, "asha", spec, workdir / "ckpt")
+    budgeted.optimize(objective, n_trials=1)
+
+    trial = budgeted.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    stopped = trial.user_attrs["epochs"][0]
+    assert stopped < 9  # early stopping ended fold 1
+    fold1 = {step for step in trial.intermediate_values if step <= 9}
+    assert fold1 == set(range(1, stopped + 1)) | {s for s in (3, 9) if s > stopped}
+    assert trial.intermediate_values[9] == pytest.approx(trial.user_attrs["fold_f1"][0] / 2)
+
+
 @pytest.mark.parametrize("pruner", ["median", "asha"])
 def test_a_warming_up_trial_is_not_judged_before_its_peak_learning_rate(
     pruner: str, workdir: Path, small_csv: Path
