@@ -54,6 +54,8 @@ class TrialRecord(TypedDict, total=False):
     oof_f1: float  # macro-F1 of the out-of-fold predictions of all folds together
     fail_reason: str  # why the trial FAILED (redacted)
     prune_reason: str  # why the trial was PRUNED
+    paused: dict[str, int] | None  # --pruner asha: {"rung": 1-based rung, "step": step} where it paused
+    continues: int  # the paused trial this one continues from its last checkpoint (--pruner asha)
 
 
 class StudyRecord(TypedDict, total=False):
@@ -65,6 +67,8 @@ class StudyRecord(TypedDict, total=False):
     budget: int  # the study-wide number of finished trials the workers run to
     workers: int  # worker processes that joined the study: the next one is number `workers`
     weights: list[dict[str, Any]]  # pretrained weights trials can load (training.weights.Weights.to_dict())
+    promoted: list[int]  # paused trials a continuation was queued for (--pruner asha)
+    released: list[int]  # paused trials whose checkpoints were deleted: never promoted
 
 
 def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:

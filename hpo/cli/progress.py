@@ -17,9 +17,13 @@ __all__ = ["finished_count", "print_status", "with_trial_progress"]
 
 
 def finished_count(study) -> int:
+    """As the budget counts: a paused trial and its continuation once (--pruner asha)."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    from hpo.records import study_record
+
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return finished - len(study_record(study).get("promoted", []))
 
 
 def with_trial_progress(name: str, storage: str | None, target: int | None, work: Callable) -> Any:
@@ -135,6 +139,9 @@ def print_status(name: str, storage: str | None, *, as_json: bool = False):
         counts = Table(*s.counts.keys())
         counts.add_row(*(str(v) for v in s.counts.values()))
         console.print(counts)
+    if s.pauses is not None:
+        p = s.pauses
+        console.print(f"asha: {p['paused']} paused, {p['promoted']} promoted, {p['continued']} continuing")
     if s.best_value is not None:
         console.print(f"best trial {s.best_number}: macro-F1 [bold green]{s.best_value:.4f}[/]")
         best = Table("param", "value")

@@ -4,10 +4,11 @@ A study's user attrs hold everything a worker on any machine needs (the :class:`
 ``hpo worker NAME`` needs only the study name and the storage URL.
 """
 
-from hpo.study._asha import ETA, in_top, rung_steps
+from hpo.study._asha import ETA, AshaPruner, in_top, rung_steps, rung_values
 from hpo.study._create import (
     DEFAULT_ARTIFACTS,
     artifact_location,
+    budget_lock,
     create_study,
     delete_study,
     load_spec,
@@ -23,7 +24,7 @@ from hpo.study._samplers import (
     build_pruner,
     build_sampler,
 )
-from hpo.study._spec import StudySpec
+from hpo.study._spec import KEEP_PAUSED, StudySpec
 from hpo.study._status import (
     FailureGroup,
     RunningTrial,
@@ -38,15 +39,18 @@ __all__ = [
     "DEFAULT_ARTIFACTS",
     "ETA",
     "FOLD_LEVEL_PRUNERS",
+    "KEEP_PAUSED",
     "PRUNERS",
     "SAMPLERS",
     "WILCOXON_MIN_FOLDS",
+    "AshaPruner",
     "FailureGroup",
     "RunningTrial",
     "StudySpec",
     "StudyStatus",
     "StudySummary",
     "artifact_location",
+    "budget_lock",
     "build_pruner",
     "build_sampler",
     "create_study",
@@ -55,6 +59,7 @@ __all__ = [
     "load_spec",
     "open_study",
     "rung_steps",
+    "rung_values",
     "storage_url",
     "study_lock",
     "study_status",

@@ -14,7 +14,7 @@ from hpo.errors import UserError
 from hpo.records import StudyRecord, study_record, write_study
 from hpo.space import SearchSpace, load_space
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
-from hpo.study._spec import StudySpec, spec_differences
+from hpo.study._spec import KEEP_PAUSED, StudySpec, spec_differences
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
 from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
 from training.data import ImageTable, is_sample, load_table
@@ -22,6 +22,7 @@ from training.data import ImageTable, is_sample, load_table
 __all__ = [
     "METRIC_NAME",
     "artifact_location",
+    "budget_lock",
     "create_study",
     "delete_study",
     "load_spec",
@@ -42,6 +43,12 @@ def study_lock(url: str, name: str) -> AbstractContextManager:
     return nullcontext() if normalize_url(url).startswith("grpc://") else storage_lock(url, name=name)
 
 
+def budget_lock(url: str, name: str) -> AbstractContextManager:
+    """The lock under which workers start, pause and promote the trials of study ``name``: one holder
+    at a time reads the counts and changes them."""
+    return study_lock(url, f"budget:{name}")
+
+
 def storage_url(storage: str | None) -> str:
     """Flag, then HPO_STORAGE, then the embedded SQLite file."""
     return storage or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
@@ -59,6 +66,7 @@ def create_study(
     seed: int = 0,
     artifacts: str | Path | None = None,
     plots: bool = True,
+    keep_paused: int | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created).
 
@@ -67,6 +75,8 @@ def create_study(
     ``artifacts`` (default ``.hpo/artifacts``) is the directory for trial plots; its absolute path is
     kept in the study so that every worker and the dashboard use the same one. ``plots=False`` keeps
     no directory: workers render no plots for the dashboard (a tracked study's MLflow runs get them).
+    ``keep_paused``: with ``pruner="asha"``, how many paused trials keep their checkpoints at most
+    (None: :data:`KEEP_PAUSED`).
     """
     if not plots and artifacts is not None:
         raise UserError("--artifacts is where trial plots go; leave it out with --no-plots")
@@ -74,6 +84,9 @@ def create_study(
         raise UserError(f"--sampler: unknown '{sampler}'; use one of: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise UserError(f"--pruner: unknown '{pruner}'; use one of: {', '.join(PRUNERS)}")
+    keep_paused = KEEP_PAUSED if keep_paused is None else keep_paused
+    if keep_paused < 0:
+        raise UserError(f"--keep-paused: {keep_paused} must be 0 (keep none, never promote) or more")
     if folds is not None and folds < 2:
         raise UserError(f"--folds: {folds} is too few for k-fold cross-validation; use 2 or more")
     loaded_space = _with_folds(load_space(space), folds, space_arg=str(space))
@@ -91,7 +104,7 @@ def create_study(
         )
     _check_trials_can_run(loaded_space, base, table, space_arg=str(space), data_arg=data)
     weights = _fetch_weights(loaded_space, base, space_arg=str(space))
-    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed)
+    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, keep_paused)
     url = storage_url(storage)
     backend = open_storage(url)
     # Two `study create` racing on one name: the lock makes the loser see the winner's study.

@@ -9,11 +9,12 @@ import optuna
 
 from hpo.errors import UserError
 from hpo.space import SearchSpace
+from hpo.study._asha import AshaPruner
 
 __all__ = ["FOLD_LEVEL_PRUNERS", "PRUNERS", "SAMPLERS", "WILCOXON_MIN_FOLDS", "build_pruner", "build_sampler"]
 
 SAMPLERS = ("tpe", "cmaes", "gp", "random", "grid")
-PRUNERS = ("median", "hyperband", "sh", "wilcoxon", "none")
+PRUNERS = ("median", "asha", "hyperband", "sh", "wilcoxon", "none")
 # Pruners fed one value per finished fold (step = fold) instead of one per epoch.
 FOLD_LEVEL_PRUNERS = frozenset({"wilcoxon"})
 _WILCOXON_P = 0.1
@@ -45,6 +46,8 @@ def build_sampler(name: str, *, seed: int, space: SearchSpace) -> optuna.sampler
 def build_pruner(name: str, *, folds: int, max_epochs: int) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "asha":
+        return AshaPruner(folds=folds, max_epochs=max_epochs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=folds * max_epochs)
     if name == "sh":

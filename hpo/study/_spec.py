@@ -11,7 +11,12 @@ from hpo.space import SearchSpace
 from training.config import RunConfig
 from training.data import ImageTable
 
-__all__ = ["StudySpec", "spec_differences"]
+__all__ = ["KEEP_PAUSED", "StudySpec", "spec_differences"]
+
+# Paused trials (--pruner asha) that keep their checkpoints. A paused trial holds about 16 bytes per
+# model parameter per fold it reached (docs/pruning.md): 0.45 GB per fold for convnext_tiny, so 20 of
+# them take about 9 GB when paused in fold 1 (most are) and at most 36 GB on the 5-fold GPU spaces.
+KEEP_PAUSED = 20
 
 _SHOWN = 3  # space settings named in a conflict; the rest are counted
 
@@ -26,6 +31,8 @@ class StudySpec:
     sampler: str
     pruner: str
     seed: int
+    # --pruner asha: paused trials whose checkpoints are kept at most (the worst-ranked go first)
+    keep_paused: int = KEEP_PAUSED
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +42,7 @@ class StudySpec:
             "sampler": self.sampler,
             "pruner": self.pruner,
             "seed": self.seed,
+            "keep_paused": self.keep_paused,
         }
 
     @classmethod
@@ -46,6 +54,7 @@ class StudySpec:
             sampler=raw["sampler"],
             pruner=raw["pruner"],
             seed=int(raw["seed"]),
+            keep_paused=int(raw.get("keep_paused", KEEP_PAUSED)),  # studies made before the option
         )
 
     def check_data(self, table: ImageTable, source: str) -> None:
@@ -88,6 +97,8 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in ("sampler", "pruner", "seed"):
         if old[key] != new[key]:
             out.append(f"{key} {_shown(old[key])} (now {_shown(new[key])})")
+    if (kept := old.get("keep_paused", KEEP_PAUSED)) != new.get("keep_paused", KEEP_PAUSED):
+        out.append(f"keep_paused {kept} (now {new.get('keep_paused', KEEP_PAUSED)})")
     return out
 
 

@@ -61,8 +61,10 @@ class StudyStatus:
     mean_trial_s: float | None = None
     eta_s: float | None = None  # for `budget` finished trials at the current pace
     budget: int | None = None  # the study-wide number of finished trials the workers run to
-    finished: int = 0  # complete + pruned
+    finished: int = 0  # complete + pruned, a paused trial and its continuation counted once
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent reason first
+    # --pruner asha: trials paused at a rung, paused trials promoted, continuations (any state)
+    pauses: dict[str, int] | None = None
 
     @property
     def workers(self) -> list[str]:
@@ -75,6 +77,7 @@ class StudyStatus:
             "counts": self.counts,
             "budget": self.budget,
             "finished": self.finished,
+            "pauses": self.pauses,
             "best": {"number": self.best_number, "value": self.best_value, "params": self.best_params},
             "running": [asdict(r) for r in self.running],
             "workers": self.workers,
@@ -110,7 +113,8 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         finished_trials = storage.get_all_trials(sid, deepcopy=False, states=_FINISHED)
         seconds = [t.duration.total_seconds() for t in finished_trials if t.duration]
     mean_s = statistics.fmean(seconds) if seconds else None
-    finished = counts.get("complete", 0) + counts.get("pruned", 0)
+    pauses = _pauses(study, storage, sid)
+    finished = counts.get("complete", 0) + counts.get("pruned", 0) - (pauses or {}).get("promoted", 0)
     eta = None
     if target is not None and mean_s is not None:
         eta = max(0, target - finished) * mean_s / max(1, len(running))
@@ -126,7 +130,22 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         budget=target,
         finished=finished,
         failures=_failure_groups(storage.get_all_trials(sid, deepcopy=False, states=(TrialState.FAIL,))),
+        pauses=pauses,
     )
+
+
+def _pauses(study: optuna.Study, storage: BaseStorage, sid: int) -> dict[str, int] | None:
+    """Paused, promoted and continued trials of an asha study (None for other pruners): these read
+    every trial's attrs, which other studies' status never needs."""
+    record = study_record(study)
+    if record.get("foldtune", {}).get("pruner") != "asha":
+        return None
+    trials = storage.get_all_trials(sid, deepcopy=False)
+    return {
+        "paused": sum(bool(trial_record(t).get("paused")) for t in trials if t.state == TrialState.PRUNED),
+        "promoted": len(record.get("promoted", [])),
+        "continued": sum("continues" in trial_record(t) for t in trials),
+    }
 
 
 def _failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
@@ -200,7 +219,8 @@ def study_summaries(storage: BaseStorage) -> list[StudySummary]:
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """Number, state, value, params, fold F1s, duration, worker and fail/prune reason of every trial."""
+    """Number, state, value, params, fold F1s, duration, worker, fail/prune reason of every trial, and
+    the paused trial it continues (``--pruner asha``)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         record = trial_record(t)
@@ -214,6 +234,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
                 "worker": record.get("worker"),
                 "reason": record.get("fail_reason") or record.get("prune_reason"),
+                "continues": record.get("continues"),
             }
         )
     return rows

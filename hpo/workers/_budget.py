@@ -1,9 +1,13 @@
 """The study-wide trial budget, enforced where trials are created.
 
-The budget counts COMPLETE + PRUNED trials across every worker on every machine. Under a
-storage-wide lock a worker only starts a trial while finished + running < budget, and it waits
-(failing stale trials meanwhile) while running trials may still fail and need a retry. So N workers
-with ``--n-trials 12`` end with exactly 12 finished trials.
+The budget counts COMPLETE + PRUNED trials across every worker on every machine, a paused trial and
+its continuation as one (``--pruner asha``: minus the promoted paused trials). Under a storage-wide
+lock a worker only starts a trial while finished + running < budget, and it waits (failing stale
+trials meanwhile) while running trials may still fail and need a retry. So N workers with
+``--n-trials 12`` end with exactly 12 finished trials. Under the same lock a worker first promotes a
+paused trial that now ranks at its rung (``hpo.workers._promotion``): that starts no new
+configuration, so it needs no room in the budget; once the budget is met, the paused trials'
+checkpoints are deleted.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.optuna_compat import recent_ended, study_id, study_storage, trial_counts
-from hpo.study import StudySpec, build_pruner, build_sampler, study_lock
+from hpo.study import StudySpec, budget_lock, build_pruner, build_sampler
 from hpo.workers._failures import DEFAULT_MAX_FAILURES, WorkerStopped, study_streak
+from hpo.workers._promotion import Promotion, promoted_count
 from storage import open_storage
 
 __all__ = ["HEARTBEAT_SECONDS", "BudgetReached", "BudgetedStudy"]
@@ -47,6 +52,7 @@ class BudgetedStudy(optuna.Study):
         heartbeat: int = HEARTBEAT_SECONDS,
         max_failures: int = DEFAULT_MAX_FAILURES,
         since: dt.datetime | None = None,
+        promotion: Promotion | None = None,
     ) -> None:
         super().__init__(
             study_name=name,
@@ -58,6 +64,7 @@ class BudgetedStudy(optuna.Study):
         )
         self._url, self._n_trials, self._deadline, self._poll = url, n_trials, deadline, poll_seconds
         self._max_failures = max_failures
+        self._promotion = promotion
         # Failures before the worker pool started are not its concern.
         self._started = since or dt.datetime.now()
 
@@ -66,15 +73,22 @@ class BudgetedStudy(optuna.Study):
             if self._deadline is not None and time.time() >= self._deadline:
                 raise BudgetReached("time is up")
             self._stop_on_failures()
-            if self._n_trials is None:
+            if self._n_trials is None and self._promotion is None:
                 return super().ask(fixed_distributions)
-            with study_lock(self._url, f"budget:{self.study_name}"):
-                # ONE read of the counts: with two, a trial finishing in between is counted in neither.
-                counts = trial_counts(study_storage(self), study_id(self))
-                finished = sum(counts.get(state, 0) for state in _FINISHED)
-                if finished >= self._n_trials:
-                    raise BudgetReached(f"{finished} trials finished")
-                if finished + counts.get(TrialState.RUNNING, 0) < self._n_trials:
+            with budget_lock(self._url, self.study_name):
+                room = True
+                if self._n_trials is not None:
+                    # ONE read of the counts: with two, a trial finishing in between is counted in
+                    # neither. Promotions change only under this lock.
+                    counts = trial_counts(study_storage(self), study_id(self))
+                    finished = sum(counts.get(state, 0) for state in _FINISHED) - promoted_count(self)
+                    if finished >= self._n_trials:
+                        if self._promotion is not None:
+                            self._promotion.release_all(self)
+                        raise BudgetReached(f"{finished} trials finished")
+                    room = finished + counts.get(TrialState.RUNNING, 0) < self._n_trials
+                # A queued continuation is popped before anything is sampled.
+                if (self._promotion is not None and self._promotion.promote(self) is not None) or room:
                     return super().ask(fixed_distributions)
             # Budget is covered by running trials, but one of them may still fail and need a retry.
             time.sleep(self._poll)

@@ -303,6 +303,7 @@ def pull_trials(
     from hpo.workers._cpu_share import CpuShare
     from hpo.workers._objective import Objective
     from hpo.workers._observers import observers_for
+    from hpo.workers._promotion import Promotion
 
     share = None
     if slot.threads is not None:
@@ -315,6 +316,11 @@ def pull_trials(
         number = _join(study, args.url)
         worker = f"{socket.gethostname()}:{os.getpid()}/{slot.label}"
         log.info("worker %s joined study %s as worker %d", worker, args.name, number)
+        promotion = (
+            Promotion(args.url, checkpoint_root=args.checkpoint_dir, keep=spec.keep_paused)
+            if spec.pruner == "asha"
+            else None
+        )
         budgeted = BudgetedStudy(
             args.name,
             args.url,
@@ -325,6 +331,7 @@ def pull_trials(
             heartbeat=args.heartbeat,
             max_failures=args.max_failures,
             since=dt.datetime.fromtimestamp(args.started) if args.started is not None else None,
+            promotion=promotion,
         )
         observers = observers_for(study)
         objective = Objective(
@@ -336,6 +343,7 @@ def pull_trials(
             worker=worker,
             observer=ObserverGroup([share, *observers.observers]) if share is not None else observers,
             failure_log=failures,
+            promotion=promotion,
         )
         remaining = None if args.deadline is None else max(1e-3, args.deadline - time.time())
         try:
