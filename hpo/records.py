@@ -16,14 +16,27 @@ import optuna
 from optuna.trial import FrozenTrial
 
 __all__ = [
+    "ORIGIN_KINDS",
+    "SAMPLED",
     "Progress",
     "StudyRecord",
     "TrialRecord",
+    "copied_origin",
+    "origin_kind",
+    "start_origin",
     "study_record",
     "trial_record",
+    "warm_origin",
     "write_study",
     "write_trial",
 ]
+
+# Where a trial came from (its ``origin``): "start:<i>" (the space's i-th start, or the i-th start
+# of the shipped space that lent its starts), "warm:<study>#<n>" (trial n of an earlier study, run
+# again), "sampled" (the sampler's), "copied:<study>#<n>" (trial n of an earlier study on the same
+# data, added with its result and never run here).
+SAMPLED = "sampled"
+ORIGIN_KINDS = ("warm", "start", "sampled", "copied")  # the order a study's trials come in
 
 
 class Progress(TypedDict):
@@ -54,6 +67,7 @@ class TrialRecord(TypedDict, total=False):
     oof_f1: float  # macro-F1 of the out-of-fold predictions of all folds together
     fail_reason: str  # why the trial FAILED (redacted)
     prune_reason: str  # why the trial was PRUNED
+    origin: str  # where the trial came from: start:<i>, warm:<study>#<n>, sampled, copied:<study>#<n>
 
 
 class StudyRecord(TypedDict, total=False):
@@ -65,6 +79,24 @@ class StudyRecord(TypedDict, total=False):
     budget: int  # the study-wide number of finished trials the workers run to
     workers: int  # worker processes that joined the study: the next one is number `workers`
     weights: list[dict[str, Any]]  # pretrained weights trials can load (training.weights.Weights.to_dict())
+    copied: int  # finished trials copied from earlier studies at creation: outside the budget
+
+
+def start_origin(index: int) -> str:
+    return f"start:{index}"
+
+
+def warm_origin(study: str, number: int) -> str:
+    return f"warm:{study}#{number}"
+
+
+def copied_origin(study: str, number: int) -> str:
+    return f"copied:{study}#{number}"
+
+
+def origin_kind(origin: str) -> str:
+    """``"warm"`` for ``"warm:old#3"``: what ``hpo status`` counts trials by."""
+    return origin.split(":", 1)[0]
 
 
 def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:

@@ -15,8 +15,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.optuna_compat import finished_seconds, study_id, study_storage, trial_counts
-from hpo.records import Progress, study_record, trial_record
+from hpo.optuna_compat import finished_seconds, origin_counts, study_id, study_storage, trial_counts
+from hpo.records import ORIGIN_KINDS, Progress, origin_kind, study_record, trial_record
 
 __all__ = [
     "FailureGroup",
@@ -61,8 +61,11 @@ class StudyStatus:
     mean_trial_s: float | None = None
     eta_s: float | None = None  # for `budget` finished trials at the current pace
     budget: int | None = None  # the study-wide number of finished trials the workers run to
-    finished: int = 0  # complete + pruned
+    finished: int = 0  # complete + pruned, as the budget counts them (copied trials apart)
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent reason first
+    # trials by where they came from: warm, start, sampled, copied (hpo.records, origin)
+    origins: dict[str, int] = field(default_factory=dict)
+    copied: int = 0  # finished trials copied from earlier studies: in counts, not in finished
 
     @property
     def workers(self) -> list[str]:
@@ -75,6 +78,8 @@ class StudyStatus:
             "counts": self.counts,
             "budget": self.budget,
             "finished": self.finished,
+            "copied": self.copied,
+            "origins": self.origins,
             "best": {"number": self.best_number, "value": self.best_value, "params": self.best_params},
             "running": [asdict(r) for r in self.running],
             "workers": self.workers,
@@ -110,7 +115,8 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         finished_trials = storage.get_all_trials(sid, deepcopy=False, states=_FINISHED)
         seconds = [t.duration.total_seconds() for t in finished_trials if t.duration]
     mean_s = statistics.fmean(seconds) if seconds else None
-    finished = counts.get("complete", 0) + counts.get("pruned", 0)
+    copied = study_record(study).get("copied", 0)
+    finished = counts.get("complete", 0) + counts.get("pruned", 0) - copied
     eta = None
     if target is not None and mean_s is not None:
         eta = max(0, target - finished) * mean_s / max(1, len(running))
@@ -126,7 +132,16 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         budget=target,
         finished=finished,
         failures=_failure_groups(storage.get_all_trials(sid, deepcopy=False, states=(TrialState.FAIL,))),
+        origins=_by_kind(origin_counts(storage, sid, "origin")),
+        copied=copied,
     )
+
+
+def _by_kind(origins: dict[str, int]) -> dict[str, int]:
+    kinds = {kind: 0 for kind in ORIGIN_KINDS}
+    for origin, n in origins.items():
+        kinds[origin_kind(origin)] = kinds.get(origin_kind(origin), 0) + n
+    return {kind: n for kind, n in kinds.items() if n}
 
 
 def _failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
@@ -213,6 +228,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "fold_f1": record.get("fold_f1", []),
                 "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
                 "worker": record.get("worker"),
+                "origin": record.get("origin"),
                 "reason": record.get("fail_reason") or record.get("prune_reason"),
             }
         )

@@ -1,6 +1,7 @@
 """The study-wide trial budget, enforced where trials are created.
 
-The budget counts COMPLETE + PRUNED trials across every worker on every machine. Under a
+The budget counts COMPLETE + PRUNED trials across every worker on every machine, except those
+copied from an earlier study when the study was created (they ran there, not here). Under a
 storage-wide lock a worker only starts a trial while finished + running < budget, and it waits
 (failing stale trials meanwhile) while running trials may still fail and need a retry. So N workers
 with ``--n-trials 12`` end with exactly 12 finished trials.
@@ -16,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.optuna_compat import recent_ended, study_id, study_storage, trial_counts
+from hpo.records import study_record
 from hpo.study import StudySpec, build_pruner, build_sampler, study_lock
 from hpo.workers._failures import DEFAULT_MAX_FAILURES, WorkerStopped, study_streak
 from storage import open_storage
@@ -58,6 +60,7 @@ class BudgetedStudy(optuna.Study):
         )
         self._url, self._n_trials, self._deadline, self._poll = url, n_trials, deadline, poll_seconds
         self._max_failures = max_failures
+        self._copied = study_record(self).get("copied", 0)  # written once, when the study was created
         # Failures before the worker pool started are not its concern.
         self._started = since or dt.datetime.now()
 
@@ -71,7 +74,7 @@ class BudgetedStudy(optuna.Study):
             with study_lock(self._url, f"budget:{self.study_name}"):
                 # ONE read of the counts: with two, a trial finishing in between is counted in neither.
                 counts = trial_counts(study_storage(self), study_id(self))
-                finished = sum(counts.get(state, 0) for state in _FINISHED)
+                finished = sum(counts.get(state, 0) for state in _FINISHED) - self._copied
                 if finished >= self._n_trials:
                     raise BudgetReached(f"{finished} trials finished")
                 if finished + counts.get(TrialState.RUNNING, 0) < self._n_trials:

@@ -28,7 +28,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpo.optuna_compat import stored_trial
-from hpo.records import Progress, write_trial
+from hpo.records import SAMPLED, Progress, TrialRecord, trial_record, write_trial
 from hpo.study import FOLD_LEVEL_PRUNERS, StudySpec
 from hpo.tracking import TrialObserver
 from hpo.workers._failures import FailureLog
@@ -89,6 +89,8 @@ class Objective:
                 "host": socket.gethostname(),
                 "device": self.device_label,
                 "worker": self.worker,
+                # enqueued trials carry theirs (start, warm start, retry) on the stored trial
+                "origin": trial_record(stored_trial(trial)).get("origin", SAMPLED),
             },
         )
         root = root_trial_number(trial)
@@ -213,6 +215,7 @@ def _queue_retry(trial: optuna.Trial, root: int) -> None:
             params=frozen.params,
             distributions=frozen.distributions,
             system_attrs={"failed_trial": root, "retry_history": history},
+            user_attrs=dict(TrialRecord(origin=trial_record(frozen).get("origin", SAMPLED))),
         )
     )
     log.info("trial %d interrupted; queued a retry that resumes from its checkpoints", trial.number)
