@@ -43,6 +43,7 @@ SPACE = """
 fixed: {model.name: test_resnet, data.image_size: 32, budget.max_epochs: 1, augment.preset: none}
 params:
   optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+starts: []
 """
 LR = "  optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
 STUDY_FILES = ("study.db", "study.db-*", "study.db.*")  # SQLite WAL and lock files of an opened study

@@ -142,6 +142,10 @@ def test_a_space_without_starts_borrows_those_of_the_closest_shipped_space(
     ]
     assert _waiting(url, "b") == [(start, f"start:{i}") for i, start in enumerate(lent)]
 
+    none = load_space("quick").to_dict() | {"starts": []}  # asks for none: nothing borrowed either
+    create_study("z", space=_write(workdir / "none.yaml", json.dumps(none)), data=str(small_csv), storage=url)
+    assert _waiting(url, "z") == []
+
     nothing_shared = _write(
         workdir / "odd.yaml", FIXED + "params:\n  budget.patience: {type: int, low: 1, high: 3}\n"
     )
@@ -230,6 +234,16 @@ def test_same_data_warm_start_copies_finished_trials_outside_the_budget(
     assert [t.value for t in copied[:6]] == [0.9, 0.8, 0.7, 0.6, 0.5, 0.1]
     assert copied[0].params == {"optim.name": "adamw"}  # mapped as warm starts are
     assert copied[1].params == {"optim.name": "sgd", "optim.lr": 1e-3, "optim.momentum": 0.95}
+    assert copied[0].intermediate_values == {1: 0.9}  # the same folds and epochs: the curve means the same
+
+    longer = _write(
+        workdir / "longer.yaml", NEW_SPACE.replace("budget.max_epochs: 1", "budget.max_epochs: 2")
+    )
+    create_study("longer", space=longer, data=str(small_csv), storage=url, warm_start=["old"])
+    assert all(
+        not t.intermediate_values
+        for t in open_study("longer", url)[0].get_trials(states=(TrialState.COMPLETE,))
+    )
 
     status = study_status(study, target=1)
     assert status.copied == 7 and status.finished == 0

@@ -28,18 +28,14 @@ class SearchSpace(BaseModel):
     fixed: dict[str, Any] = Field(default_factory=dict)  # dotted RunConfig path -> value, every trial
     params: dict[str, Param] = Field(default_factory=dict)  # path -> how to sample it; in this order
     # the first trials of a study, before the sampler's: each {param path: value}; params a start
-    # leaves out are sampled (or keep the config default when their condition does not hold)
-    starts: list[dict[str, Any]] = Field(default_factory=list)
+    # leaves out are sampled (or keep the config default when their condition does not hold).
+    # None (no `starts:` key): a study borrows those of the closest shipped space; []: none at all.
+    starts: list[dict[str, Any]] | None = None
 
     @field_validator("fixed", "params", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
-
-    @field_validator("starts", mode="before")
-    @classmethod
-    def _no_starts(cls, value: Any) -> Any:
-        return [] if value is None else value
 
     @model_validator(mode="after")
     def _check_against_run_config(self) -> SearchSpace:
@@ -65,6 +61,8 @@ class SearchSpace(BaseModel):
             for ref, allowed in param.when.items():
                 _check_condition(where, ref, allowed, earlier, self.params, known)
 
+        if self.starts is None:
+            return self
         if len(self.starts) > MAX_STARTS:
             raise ValueError(
                 f"starts: {len(self.starts)} starts; keep at most {MAX_STARTS} "
@@ -175,7 +173,7 @@ class SearchSpace(BaseModel):
             "fixed": dict(self.fixed),
             "params": {path: param.to_dict() for path, param in self.params.items()},
         }
-        if self.starts:  # studies stored before starts existed read back alike
+        if self.starts is not None:  # studies stored before starts existed read back alike
             out["starts"] = [dict(start) for start in self.starts]
         return out
 

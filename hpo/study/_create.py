@@ -105,8 +105,7 @@ def create_study(
     spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed)
     url = storage_url(storage)
     seeds = plan_seeds(  # read before anything is created: a bad earlier study leaves nothing behind
-        loaded_space,
-        fingerprint=spec.data_fingerprint,
+        spec,
         storage=url,
         starts=starts,
         warm_start=warm_start,

@@ -4,7 +4,7 @@ shipped space lends), then the sampler; on the same data, earlier trials join wi
 Everything is read and checked before the study exists (:func:`plan_seeds`), so a missing study or
 a bad storage URL leaves nothing behind; :func:`add_seeds` then writes the plan into the new study.
 
-    >>> seeds = plan_seeds(space, fingerprint=fp, warm_start=["old"], storage=url)  # doctest: +SKIP
+    >>> seeds = plan_seeds(spec, warm_start=["old"], storage=url)  # doctest: +SKIP
     >>> add_seeds(study, seeds)                                                     # doctest: +SKIP
 """
 
@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import UserError
 from hpo.records import TrialRecord, copied_origin, start_origin, study_record, warm_origin
 from hpo.space import SearchSpace, load_space, shipped_spaces
+from hpo.study._spec import StudySpec
 from storage import StorageError, file_path, normalize_url, open_storage, redact
 
 __all__ = ["WARM_TOP", "Seed", "Seeds", "add_seeds", "plan_seeds"]
@@ -50,19 +51,20 @@ class Seeds:
 
 
 def plan_seeds(
-    space: SearchSpace,
+    spec: StudySpec,
     *,
-    fingerprint: str,
     storage: str,
     starts: bool = True,
     warm_start: Sequence[str] = (),
     warm_storage: str | None = None,
 ) -> Seeds:
-    """Read the earlier studies ``warm_start`` (in ``warm_storage``, else ``storage``) and the starts.
+    """Read the earlier studies ``warm_start`` (in ``warm_storage``, else ``storage``) and the starts
+    of the new study ``spec``.
 
     Raises UserError (or StorageError) for a study that is not there, a storage that cannot be
     opened, or a study without a COMPLETE trial.
     """
+    space = spec.space
     seeds = Seeds()
     seen: set[str] = set()
 
@@ -92,8 +94,11 @@ def plan_seeds(
                 taken += 1
                 if taken == WARM_TOP:
                     break
-        if _fingerprint(old) == fingerprint:
-            copies = [_copy(space, name, t) for t in old.get_trials(deepcopy=False, states=_FINISHED)]
+        old_spec = study_record(old).get("foldtune") or {}
+        if old_spec.get("data_fingerprint") == spec.data_fingerprint:
+            curves = _steps(old_spec.get("base_config")) == _steps(spec.base.to_dict())
+            finished = old.get_trials(deepcopy=False, states=_FINISHED)
+            copies = [_copy(space, name, t, curve=curves) for t in finished]
             seeds.copies += copies
             seeds.notes.append(
                 f"{len(copies)} finished trial(s) of '{name}' (same data) copied for the sampler; "
@@ -102,7 +107,7 @@ def plan_seeds(
 
     if starts:
         own = space.starts
-        if not own:
+        if own is None:  # the space says nothing about starts; `starts: []` asks for none
             seeds.lender, own = _borrowed(space)
             if seeds.lender is not None:
                 seeds.notes.append(
@@ -142,14 +147,18 @@ def _open_earlier(name: str, url: str) -> optuna.Study:
         ) from None
 
 
-def _fingerprint(study: optuna.Study) -> str | None:
-    return (study_record(study).get("foldtune") or {}).get("data_fingerprint")
+def _steps(base_config: dict[str, Any] | None) -> tuple[int, int] | None:
+    """What a reported step means (``fold * max_epochs + epoch``): folds and epochs per fold."""
+    if not base_config:
+        return None
+    return base_config["cv"]["folds"], base_config["budget"]["max_epochs"]
 
 
-def _copy(space: SearchSpace, name: str, trial: FrozenTrial) -> FrozenTrial:
-    """A finished trial of study ``name`` as a trial of ``space``: its params mapped, its value, curve
-    and record kept (the config it ran, so retrain can run it again), and its times (so the study's
-    mean trial time stays true)."""
+def _copy(space: SearchSpace, name: str, trial: FrozenTrial, *, curve: bool) -> FrozenTrial:
+    """A finished trial of study ``name`` as a trial of ``space``: its params mapped, its value and
+    record kept (the config it ran, so retrain can run it again), its times (so the study's mean
+    trial time stays true), and its learning curve where the steps mean the same folds and epochs
+    (``curve``), so that pruners compare like with like."""
     kept, _ = space.adapt(trial.params)  # values this space cannot take are left out silently: many trials
     return FrozenTrial(
         number=0,  # the storage numbers it
@@ -163,7 +172,7 @@ def _copy(space: SearchSpace, name: str, trial: FrozenTrial) -> FrozenTrial:
         distributions={path: space.params[path].distribution() for path in kept},
         user_attrs={**trial.user_attrs, **TrialRecord(origin=copied_origin(name, trial.number))},
         system_attrs={},
-        intermediate_values=dict(trial.intermediate_values),
+        intermediate_values=dict(trial.intermediate_values) if curve else {},
     )
 
 
