@@ -139,7 +139,7 @@ def print_status(name: str, storage: str | None, *, as_json: bool = False):
         counts.add_row(*(str(v) for v in s.counts.values()))
         console.print(counts)
     if s.origins:
-        copied = f" ({s.copied} finished ones copied, outside the budget)" if s.copied else ""
+        copied = f" (the {s.copied} copied ones are outside the budget)" if s.copied else ""
         shown = ", ".join(f"{n} {kind}" for kind, n in s.origins.items())
         console.print(f"trials by origin: {shown}{copied}")
     if s.best_value is not None:
