@@ -8,9 +8,8 @@ Each is used because Optuna offers no public way to do the same thing:
   connection, and counting its trials by state in one read;
 - the artifact attr prefix and store protocol of ``optuna.artifacts``: an artifact must be written
   before the trial lists it (see ``hpo.tracking.upload_png``);
-- the RDB storage's table models, to count trials (by state, or by a user attr's value) and
-  read durations or the last ended trials without loading every trial (Optuna's own
-  ``get_n_trials`` loads them all).
+- the RDB storage's table models, to count trials and read durations or the last ended trials
+  without loading every trial (Optuna's own ``get_n_trials`` loads them all).
 """
 
 from __future__ import annotations
