@@ -33,6 +33,7 @@ __all__ = [
     "ArtifactStore",
     "bulk_add_trials",
     "finished_seconds",
+    "origin_counts",
     "recent_ended",
     "stored_trial",
     "study_id",
@@ -102,6 +103,32 @@ def trial_counts(storage: BaseStorage, study_id: int) -> dict[TrialState, int]:
     query = sa.select(trial.state, sa.func.count()).where(trial.study_id == study_id).group_by(trial.state)
     with rdb.engine.connect() as conn:
         return dict(conn.execute(query).all())
+
+
+def origin_counts(storage: BaseStorage, study_id: int, key: str) -> dict[str, int]:
+    """How many trials of the study hold each value of user attr ``key``; on an RDB storage one
+    GROUP BY over the attrs table instead of loading every trial."""
+    rdb = _rdb(storage)
+    if rdb is None:
+        counts: dict[str, int] = {}
+        for t in storage.get_all_trials(study_id, deepcopy=False):
+            if key in t.user_attrs:
+                counts[t.user_attrs[key]] = counts.get(t.user_attrs[key], 0) + 1
+        return counts
+    import json
+
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    attr, trial = models.TrialUserAttributeModel, models.TrialModel
+    query = (
+        sa.select(attr.value_json, sa.func.count())
+        .join(trial, trial.trial_id == attr.trial_id)
+        .where(trial.study_id == study_id, attr.key == key)
+        .group_by(attr.value_json)
+    )
+    with rdb.engine.connect() as conn:
+        return {json.loads(value): n for value, n in conn.execute(query).all()}
 
 
 def recent_ended(storage: BaseStorage, study_id: int, *, since: dt.datetime, n: int) -> list[FrozenTrial]:

@@ -16,14 +16,28 @@ import optuna
 from optuna.trial import FrozenTrial
 
 __all__ = [
+    "ORIGIN_KINDS",
+    "SAMPLED",
     "Progress",
     "StudyRecord",
     "TrialRecord",
+    "copied_origin",
+    "origin_kind",
+    "start_origin",
     "study_record",
     "trial_record",
+    "unbudgeted",
+    "warm_origin",
     "write_study",
     "write_trial",
 ]
+
+# Where a trial came from (its ``origin``): "start:<i>" (the space's i-th start, or the i-th start
+# of the shipped space that lent its starts), "warm:<study>#<n>" (trial n of an earlier study, run
+# again), "sampled" (the sampler's), "copied:<study>#<n>" (trial n of an earlier study on the same
+# data, added with its result and never run here).
+SAMPLED = "sampled"
+ORIGIN_KINDS = ("warm", "start", "sampled", "copied")  # the order a study's trials come in
 
 
 class Progress(TypedDict):
@@ -56,6 +70,7 @@ class TrialRecord(TypedDict, total=False):
     prune_reason: str  # why the trial was PRUNED
     paused: dict[str, int] | None  # --pruner asha: {"rung": 1-based rung, "step": step} where it paused
     continues: int  # the paused trial this one continues from its last checkpoint (--pruner asha)
+    origin: str  # where the trial came from: start:<i>, warm:<study>#<n>, sampled, copied:<study>#<n>
 
 
 class StudyRecord(TypedDict, total=False):
@@ -69,6 +84,30 @@ class StudyRecord(TypedDict, total=False):
     weights: list[dict[str, Any]]  # pretrained weights trials can load (training.weights.Weights.to_dict())
     promoted: list[int]  # paused trials a continuation was queued for (--pruner asha)
     released: list[int]  # paused trials whose checkpoints were deleted: never promoted
+    copied: int  # finished trials copied from earlier studies at creation: outside the budget
+
+
+def start_origin(index: int) -> str:
+    return f"start:{index}"
+
+
+def warm_origin(study: str, number: int) -> str:
+    return f"warm:{study}#{number}"
+
+
+def copied_origin(study: str, number: int) -> str:
+    return f"copied:{study}#{number}"
+
+
+def origin_kind(origin: str) -> str:
+    """``"warm"`` for ``"warm:old#3"``: what ``hpo status`` counts trials by."""
+    return origin.split(":", 1)[0]
+
+
+def unbudgeted(record: StudyRecord) -> int:
+    """Finished trials the study's budget does not count: those copied from earlier studies (they ran
+    there), and paused trials a continuation took over (a pause and its continuation count once)."""
+    return record.get("copied", 0) + len(record.get("promoted", []))
 
 
 def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:

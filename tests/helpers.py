@@ -49,6 +49,7 @@ params:
   optim.name: {{type: categorical, choices: [sgd, adamw]}}
   optim.lr: {{type: float, low: 1.0e-5, high: 1.0e-1, log: true}}
   optim.momentum: {{type: float, low: 0.5, high: 0.95, when: {{optim.name: sgd}}}}
+starts: []  # none, and none borrowed: these tests count what the sampler and the workers do
 """
 
 

@@ -154,4 +154,42 @@ BAD = {
     ),
     "duplicate_yaml_key": ("params:\n" + OK_PARAM + OK_PARAM, "line 3", ["duplicate key 'optim.lr'"]),
     "empty_file": ("# only a comment\n", "", ["empty"]),
+    # starts: each names the start (its index) and the key
+    "start_unknown_path": (
+        "params:\n" + OK_PARAM + "starts:\n  - {optim.lrr: 0.01}\n",
+        "starts[0].optim.lrr",
+        ["not a param of this space", "did you mean 'optim.lr'"],
+    ),
+    "start_sets_a_fixed_key": (
+        "fixed:\n  optim.name: sgd\nparams:\n" + OK_PARAM + "starts:\n  - {optim.name: adam}\n",
+        "starts[0].optim.name",
+        ["fixed to sgd by the space, not searched"],
+    ),
+    "start_out_of_range": (
+        "params:\n" + OK_PARAM + "starts:\n  - {optim.lr: 0.01}\n  - {optim.lr: 0.5}\n",
+        "starts[1].optim.lr",
+        ["0.5 is outside float 0.001 .. 0.1 log"],
+    ),
+    "start_not_a_choice": (
+        "params:\n  optim.name: {type: categorical, choices: [sgd, adam]}\nstarts:\n  - {optim.name: sdg}\n",
+        "starts[0].optim.name",
+        ["sdg is not one of sgd, adam"],
+    ),
+    "start_condition_does_not_hold": (
+        "params:\n  optim.name: {type: categorical, choices: [sgd, adam]}\n"
+        "  optim.momentum: {type: float, low: 0.8, high: 0.99, when: {optim.name: sgd}}\n"
+        "starts:\n  - {optim.name: adam, optim.momentum: 0.9}\n",
+        "starts[0].optim.momentum",
+        ["applies only when optim.name = sgd"],
+    ),
+    "too_many_starts": (
+        "params:\n" + OK_PARAM + "starts:\n" + "  - {optim.lr: 0.01}\n" * 5,
+        "starts",
+        ["5 starts", "at most 4"],
+    ),
+    "starts_not_a_list": (
+        "params:\n" + OK_PARAM + "starts: {optim.lr: 0.01}\n",
+        "starts",
+        ["expected a list"],
+    ),
 }

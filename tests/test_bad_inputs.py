@@ -43,6 +43,7 @@ SPACE = """
 fixed: {model.name: test_resnet, data.image_size: 32, budget.max_epochs: 1, augment.preset: none}
 params:
   optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+starts: []
 """
 LR = "  optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
 STUDY_FILES = ("study.db", "study.db-*", "study.db.*")  # SQLite WAL and lock files of an opened study
@@ -242,8 +243,84 @@ def _space_mistake(name: str) -> Callable[[Env], Bad]:
     return run
 
 
-for _name in ("malformed_yaml", "unknown_param_key", "low_above_high", "condition_on_later"):
+for _name in (
+    "malformed_yaml",
+    "unknown_param_key",
+    "low_above_high",
+    "condition_on_later",
+    "start_unknown_path",
+    "start_sets_a_fixed_key",
+    "start_out_of_range",
+    "start_not_a_choice",
+    "start_condition_does_not_hold",
+):
     case(_space_mistake(_name))
+
+
+# ------------------------------------------------------------------------------------- warm start
+
+
+def _earlier_study(env: Env, *, complete: bool) -> str:
+    """``old.db`` holding study 'old' with one trial: COMPLETE or FAIL."""
+    url = f"sqlite:///{env.tmp / 'old.db'}"
+    old = optuna.create_study(study_name="old", storage=url, direction="maximize")
+    state = optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL
+    dist = {"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    old.add_trial(
+        optuna.trial.create_trial(
+            state=state, params={"optim.lr": 1e-3}, distributions=dist, value=0.5 if complete else None
+        )
+    )
+    return url
+
+
+@case
+def warm_start_from_a_missing_study(env: Env) -> Bad:
+    url = _earlier_study(env, complete=True)
+    return Bad(
+        env.create(
+            "--space", str(env.space), "--data", str(env.csv), "--warm-start", "olt", "--warm-storage", url
+        ),
+        ("warm start: study 'olt' not found", "old.db", "studies there: old"),
+        keep=("old.db*",),
+    )
+
+
+@case
+def warm_start_from_a_missing_storage_file(env: Env) -> Bad:
+    return Bad(
+        env.create("--space", str(env.space), "--data", str(env.csv), "--warm-start", "old"),
+        ("warm start", "study.db does not exist", "holds no study 'old'"),
+    )
+
+
+@case
+def warm_start_from_a_bad_storage_url(env: Env) -> Bad:
+    return Bad(
+        env.create(
+            "--space",
+            str(env.space),
+            "--data",
+            str(env.csv),
+            "--warm-start",
+            "old",
+            "--warm-storage",
+            "nosuch://x",
+        ),
+        ("warm start from study 'old'", "nosuch"),
+    )
+
+
+@case
+def warm_start_from_a_study_without_complete_trials(env: Env) -> Bad:
+    url = _earlier_study(env, complete=False)
+    return Bad(
+        env.create(
+            "--space", str(env.space), "--data", str(env.csv), "--warm-start", "old", "--warm-storage", url
+        ),
+        ("warm start: study 'old'", "has no COMPLETE trial"),
+        keep=("old.db*",),
+    )
 
 
 @case

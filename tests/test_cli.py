@@ -51,7 +51,8 @@ def test_study_create_reuse_and_conflict(workdir: Path, csv: Path) -> None:
 
     status = invoke("status", "s1", "--json")
     assert status.exit_code == 0
-    assert json.loads(status.stdout)["counts"] == {}
+    report = json.loads(status.stdout)  # only the space's starts, enqueued once
+    assert report["counts"] == {"waiting": 3} and report["origins"] == {"start": 3}
 
 
 FIXED_FOLDS = """

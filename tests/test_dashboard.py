@@ -53,6 +53,7 @@ fixed:
 params:
   optim.name: {type: categorical, choices: [sgd, adamw]}
   optim.lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}
+starts: []
 """
 
 

@@ -275,6 +275,7 @@ fixed:
 params:
   model.name: {type: categorical, choices: [test_resnet, ft_nan_net, ft_oom_net, ft_error_net]}
   optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+starts: []
 """
 
 

@@ -32,6 +32,7 @@ fixed:
   augment.preset: none
 params:
   optim.lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}
+starts: []
 """
 
 

@@ -39,6 +39,7 @@ fixed:
   budget.patience: null
 params:
   optim.lr: {type: float, low: 1.0e-6, high: 3.0e-2, log: true}
+starts: []
 """
 TRIAL_FIGURES = {"curves.png", "confusion.png", "fold1_curves.png", "fold2_curves.png"}
 RETRAIN_ARTIFACTS = {

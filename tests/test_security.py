@@ -43,6 +43,7 @@ fixed: {model.name: test_resnet, data.image_size: 32, budget.max_epochs: 1, budg
         budget.patience: null, augment.preset: none}
 params:
   optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+starts: []
 """
 
 

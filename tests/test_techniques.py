@@ -220,6 +220,7 @@ fixed:
   budget.patience: null
 params:
   optim.lr: {type: float, low: 3.0e-3, high: 1.0e-2, log: true}
+starts: []
 """
 
 

@@ -24,6 +24,7 @@ fixed: {model.name: test_resnet, data.image_size: 32, budget.max_epochs: 2, budg
         augment.preset: none, budget.batch_size: 32}
 params:
   optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+starts: []
 """
 
 

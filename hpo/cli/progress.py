@@ -17,13 +17,13 @@ __all__ = ["finished_count", "print_status", "with_trial_progress"]
 
 
 def finished_count(study) -> int:
-    """As the budget counts: a paused trial and its continuation once (--pruner asha)."""
+    """Finished trials as the budget counts them (``hpo.records.unbudgeted``)."""
     from optuna.trial import TrialState
 
-    from hpo.records import study_record
+    from hpo.records import study_record, unbudgeted
 
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    return finished - len(study_record(study).get("promoted", []))
+    return finished - unbudgeted(study_record(study))
 
 
 def with_trial_progress(name: str, storage: str | None, target: int | None, work: Callable) -> Any:
@@ -77,8 +77,7 @@ class _Bars:
         s = study_status(self.study)
         best = f"best {s.best_value:.4f}" if s.best_value is not None else "no result yet"
         running = "; ".join(f"#{r.number} {r.progress}" for r in s.running)
-        done = s.counts.get("complete", 0) + s.counts.get("pruned", 0)
-        self.progress.update(self.trials_task, completed=done, description=f"trials ({best}) {running}")
+        self.progress.update(self.trials_task, completed=s.finished, description=f"trials ({best}) {running}")
 
     def abort(self) -> None:
         self.progress.live.transient = True  # a failed run leaves its one error line, not half-drawn bars
@@ -142,6 +141,10 @@ def print_status(name: str, storage: str | None, *, as_json: bool = False):
     if s.pauses is not None:
         p = s.pauses
         console.print(f"asha: {p['paused']} paused, {p['promoted']} promoted, {p['continued']} continuing")
+    if s.origins:
+        copied = f" (the {s.copied} copied ones are outside the budget)" if s.copied else ""
+        shown = ", ".join(f"{n} {kind}" for kind, n in s.origins.items())
+        console.print(f"trials by origin: {shown}{copied}")
     if s.best_value is not None:
         console.print(f"best trial {s.best_number}: macro-F1 [bold green]{s.best_value:.4f}[/]")
         best = Table("param", "value")

@@ -32,6 +32,11 @@ def space_show(path: Annotated[str, typer.Argument(help="YAML file or shipped sp
     for row in space.rows():
         params.add_row(*row)
     console.print(fixed, params)
+    if space.starts:
+        starts = Table("start", "values (the rest sampled)", title="starts (the first trials)")
+        for index, start in enumerate(space.starts):
+            starts.add_row(str(index), ", ".join(f"{k}={v}" for k, v in start.items()))
+        console.print(starts)
 
 
 @storage_app.command(

@@ -88,6 +88,25 @@ def study_create(
             "(about half a second of CPU per 3-fold trial on small models; MLflow runs get them either way).",
         ),
     ] = True,
+    starts: Annotated[
+        bool,
+        typer.Option(
+            "--starts/--no-starts",
+            help="Run the space's starts (or those of the shipped space sharing the most params) first.",
+        ),
+    ] = True,
+    warm_start: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An earlier study (repeatable): its 4 best configs run first, and on the same data its "
+            "finished trials join this one's (outside the budget).",
+            show_default=False,
+        ),
+    ] = None,
+    warm_storage: Annotated[
+        str | None,
+        typer.Option(help="Storage of the --warm-start studies. Default: --storage", show_default=False),
+    ] = None,
 ) -> None:
     """Create a study (or reuse it when the inputs are the same)."""
     from hpo.study import create_study, storage_url
@@ -109,6 +128,10 @@ def study_create(
         artifacts=artifacts,
         keep_paused=keep_paused,
         plots=plots,
+        starts=starts,
+        warm_start=warm_start or (),
+        warm_storage=warm_storage,
+        on_note=lambda line: console.print(escape(line)),
     )
     verb = "created" if created else "reusing"
     console.print(f"{verb} study [bold]{name}[/] in {redact(storage_url(storage))}")
@@ -213,6 +236,7 @@ def study_trials(
             "state",
             "macro-F1",
             "s",
+            "origin",
             "continues",
             "params",
             "reason or worker",
@@ -225,6 +249,7 @@ def study_trials(
                 r["state"],
                 f"{r['value']:.4f}" if r["value"] is not None else "",
                 f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "",
+                escape(_clip(r["origin"] or "", 24)),
                 "" if r["continues"] is None else str(r["continues"]),
                 escape(_clip(params, 36)),
                 escape(_clip(r["reason"] or r["worker"] or "", 36)),
@@ -239,7 +264,18 @@ def _write_trials_csv(rows: list[dict]) -> None:
     params = sorted({key for r in rows for key in r["params"]})
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(
-        ["number", "state", "value", *params, "fold_f1", "duration_s", "worker", "reason", "continues"]
+        [
+            "number",
+            "state",
+            "value",
+            *params,
+            "fold_f1",
+            "duration_s",
+            "worker",
+            "origin",
+            "reason",
+            "continues",
+        ]
     )
     for r in rows:
         out.writerow(
@@ -251,6 +287,7 @@ def _write_trials_csv(rows: list[dict]) -> None:
                 " ".join(str(f) for f in r["fold_f1"]),
                 "" if r["duration_s"] is None else r["duration_s"],
                 r["worker"] or "",
+                r["origin"] or "",
                 r["reason"] or "",
                 "" if r["continues"] is None else r["continues"],
             ]

@@ -11,7 +11,7 @@ from hpo.space._params import PARAM_TYPES, kind_of
 
 __all__ = ["TOP_LEVEL_KEYS", "explain"]
 
-TOP_LEVEL_KEYS = ("description", "fixed", "params")
+TOP_LEVEL_KEYS = ("description", "fixed", "params", "starts")
 _KEY_ORDER = ("type", "low", "high", "step", "log", "choices", "when")  # how errors list param keys
 
 
@@ -31,6 +31,12 @@ def explain(exc: ValidationError, raw: dict[str, Any]) -> str:
         return f"unknown top-level key '{loc[0]}'{hint}; use only {', '.join(TOP_LEVEL_KEYS)}"
     if loc[0] != "params" or len(loc) < 2:
         key = ".".join(str(p) for p in loc)
+        if loc[0] == "starts" and kind == "list_type":
+            got = kind_of(err.get("input"))
+            return f"starts: expected a list of mappings such as - {{optim.lr: 1.0e-3}}; got {got}"
+        if loc[0] == "starts" and kind == "dict_type":
+            got = kind_of(err.get("input"))
+            return f"starts[{loc[1]}]: expected a mapping of param paths to values; got {got}"
         if kind in ("dict_type", "model_attributes_type"):
             return f"{key}: expected a mapping of dotted config paths; got {kind_of(err.get('input'))}"
         return f"{key}: {msg}; got {err.get('input')!r}"

@@ -63,6 +63,15 @@ class _ParamBase(BaseModel):
     def describe(self) -> str:
         raise NotImplementedError
 
+    def admit(self, value: Any) -> Any:
+        """``value`` as this param would suggest it (an int for a float param becomes a float); a
+        ValueError saying what the param takes when it could never be suggested."""
+        raise NotImplementedError
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution :meth:`suggest` samples from (for trials added with their values)."""
+        raise NotImplementedError
+
     def condition_text(self) -> str:
         parts = []
         for ref, allowed in self.when.items():
@@ -94,6 +103,19 @@ class _RangeParam(_ParamBase):
                     f"set high to {fmt(below)} or {fmt(below + step)}"
                 )
 
+    def _admit_number(self, value: Any, low: float, high: float, step: float | None, kind: type) -> Any:
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not whole):
+            raise ValueError(f"{fmt(value)} is not {'a whole number' if kind is int else 'a number'}")
+        number = kind(value)
+        if not low <= number <= high:
+            raise ValueError(f"{fmt(number)} is outside {self.describe()}")
+        if step is not None:
+            n = (number - low) / step
+            if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+                raise ValueError(f"{fmt(number)} is not on the grid of {self.describe()}")
+        return number
+
     def _range_text(self, kind: str, low: float, high: float, step: float | None) -> str:
         text = f"{kind} {fmt(low)} .. {fmt(high)}"
         if step is not None:
@@ -122,6 +144,12 @@ class FloatParam(_RangeParam):
     def describe(self) -> str:
         return self._range_text("float", self.low, self.high, self.step)
 
+    def admit(self, value: Any) -> float:
+        return self._admit_number(value, self.low, self.high, self.step, float)
+
+    def distribution(self) -> optuna.distributions.FloatDistribution:
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
 
 class IntParam(_RangeParam):
     """``trial.suggest_int(path, low, high, step=step, log=log)``."""
@@ -141,6 +169,12 @@ class IntParam(_RangeParam):
 
     def describe(self) -> str:
         return self._range_text("int", self.low, self.high, self.step)
+
+    def admit(self, value: Any) -> int:
+        return self._admit_number(value, self.low, self.high, self.step, int)
+
+    def distribution(self) -> optuna.distributions.IntDistribution:
+        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
 
 
 class CategoricalParam(_ParamBase):
@@ -164,6 +198,15 @@ class CategoricalParam(_ParamBase):
 
     def describe(self) -> str:
         return "one of " + ", ".join(fmt(c) for c in self.choices)
+
+    def admit(self, value: Any) -> Choice:
+        for choice in self.choices:
+            if same(value, choice):
+                return choice
+        raise ValueError(f"{fmt(value)} is not {self.describe()}")
+
+    def distribution(self) -> optuna.distributions.CategoricalDistribution:
+        return optuna.distributions.CategoricalDistribution(self.choices)
 
 
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]

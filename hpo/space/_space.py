@@ -14,7 +14,9 @@ from hpo.space._explain import TOP_LEVEL_KEYS, explain
 from hpo.space._params import CategoricalParam, Choice, FloatParam, IntParam, Param, fmt, kind_of, same
 from training.config import ConfigError, RunConfig, apply_overrides, config_paths
 
-__all__ = ["SearchSpace"]
+__all__ = ["MAX_STARTS", "SearchSpace"]
+
+MAX_STARTS = 4  # a start costs a whole trial; a handful covers a portfolio, the sampler does the rest
 
 
 class SearchSpace(BaseModel):
@@ -25,6 +27,10 @@ class SearchSpace(BaseModel):
     description: str = ""
     fixed: dict[str, Any] = Field(default_factory=dict)  # dotted RunConfig path -> value, every trial
     params: dict[str, Param] = Field(default_factory=dict)  # path -> how to sample it; in this order
+    # the first trials of a study, before the sampler's: each {param path: value}; params a start
+    # leaves out are sampled (or keep the config default when their condition does not hold).
+    # None (no `starts:` key): a study borrows those of the closest shipped space; []: none at all.
+    starts: list[dict[str, Any]] | None = None
 
     @field_validator("fixed", "params", mode="before")
     @classmethod
@@ -54,7 +60,48 @@ class SearchSpace(BaseModel):
             earlier = list(self.params)[:index]
             for ref, allowed in param.when.items():
                 _check_condition(where, ref, allowed, earlier, self.params, known)
+
+        if self.starts is None:
+            return self
+        if len(self.starts) > MAX_STARTS:
+            raise ValueError(
+                f"starts: {len(self.starts)} starts; keep at most {MAX_STARTS} "
+                "(the sampler takes over after them)"
+            )
+        self.starts = [self._check_start(index, start, base) for index, start in enumerate(self.starts)]
         return self
+
+    def _check_start(self, index: int, start: dict[str, Any], base: RunConfig) -> dict[str, Any]:
+        """The start with each value as its param suggests it; a ValueError naming start and key."""
+        where = f"starts[{index}]"
+        if not start:
+            raise ValueError(
+                f"{where}: sets nothing; give it param values such as optim.lr: 1.0e-3, or remove it"
+            )
+        checked: dict[str, Any] = {}
+        for path, value in start.items():
+            param = self.params.get(path)
+            if param is None:
+                raise ValueError(f"{where}.{path}: {self._not_a_param(path)}")
+            try:
+                checked[path] = param.admit(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}.{path}: {exc}; use a value the param can take") from None
+        for path, param in self.params.items():
+            if path in checked and not param.applies(checked):
+                raise ValueError(
+                    f"{where}.{path}: the param applies only when {param.condition_text()}; set that in "
+                    f"this start too, or remove {path} from it"
+                )
+        apply_overrides(base, {**self.fixed, **checked}, where=where)  # what RunConfig checks across keys
+        return checked
+
+    def _not_a_param(self, path: str) -> str:
+        if path in self.fixed:
+            return f"fixed to {fmt(self.fixed[path])} by the space, not searched; remove it from the start"
+        close = difflib.get_close_matches(path, list(self.params), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"not a param of this space; {hint}a start sets only params ({', '.join(self.params)})"
 
     # ---- use
 
@@ -81,6 +128,24 @@ class SearchSpace(BaseModel):
             )
         return apply_overrides(base, {**self.fixed, **sampled}, where="search space")
 
+    def adapt(self, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Another space's param values as a start of this one: ``(values kept, notes)``.
+
+        A path this space does not search (not a param, or fixed here) is dropped; so is a param
+        whose condition no longer holds. A value this space's param cannot take is dropped too, with
+        a note saying which and why.
+        """
+        kept: dict[str, Any] = {}
+        notes: list[str] = []
+        for path, param in self.params.items():
+            if path not in values or not param.applies(kept):
+                continue
+            try:
+                kept[path] = param.admit(values[path])
+            except ValueError as exc:
+                notes.append(f"{path}: {exc}; dropped")
+        return kept, notes
+
     def values_of(self, path: str, base: RunConfig) -> list[Any]:
         """What ``path`` can be in a trial, as far as feasibility goes: each choice, both ends of a
         range, or the value of ``base`` (which holds the fixed values) when it is not searched."""
@@ -103,11 +168,14 @@ class SearchSpace(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (stored in the study attrs) that :meth:`from_dict` turns back into this."""
-        return {
+        out = {
             "description": self.description,
             "fixed": dict(self.fixed),
             "params": {path: param.to_dict() for path, param in self.params.items()},
         }
+        if self.starts is not None:  # studies stored before starts existed read back alike
+            out["starts"] = [dict(start) for start in self.starts]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Any, *, where: str) -> SearchSpace:

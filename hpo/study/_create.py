@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hpo.records import StudyRecord, study_record, write_study
 from hpo.space import SearchSpace, load_space
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.study._spec import KEEP_PAUSED, StudySpec, spec_differences
+from hpo.study._warm import add_seeds, plan_seeds
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
 from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
 from training.data import ImageTable, is_sample, load_table
@@ -67,6 +69,10 @@ def create_study(
     artifacts: str | Path | None = None,
     plots: bool = True,
     keep_paused: int | None = None,
+    starts: bool = True,
+    warm_start: Sequence[str] = (),
+    warm_storage: str | None = None,
+    on_note: Callable[[str], None] = log.info,
 ) -> tuple[optuna.Study, bool]:
     """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created).
 
@@ -77,6 +83,10 @@ def create_study(
     no directory: workers render no plots for the dashboard (a tracked study's MLflow runs get them).
     ``keep_paused``: with ``pruner="asha"``, how many paused trials keep their checkpoints at most
     (None: :data:`KEEP_PAUSED`).
+    A new study's first trials are the 4 best configs of each earlier study in ``warm_start`` (in
+    ``warm_storage``, else the same storage), then the space's starts (``starts=False``: none), then
+    the sampler's; finished trials of an earlier study on the same data are added with their results
+    (see :mod:`hpo.study._warm`). ``on_note`` gets one line for each thing worth saying about them.
     """
     if not plots and artifacts is not None:
         raise UserError("--artifacts is where trial plots go; leave it out with --no-plots")
@@ -106,18 +116,31 @@ def create_study(
     weights = _fetch_weights(loaded_space, base, space_arg=str(space))
     spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, keep_paused)
     url = storage_url(storage)
+    seeds = plan_seeds(  # read before anything is created: a bad earlier study leaves nothing behind
+        spec,
+        storage=url,
+        starts=starts,
+        warm_start=warm_start,
+        warm_storage=warm_storage,
+    )
     backend = open_storage(url)
-    # Two `study create` racing on one name: the lock makes the loser see the winner's study.
+    # Two `study create` racing on one name: the lock makes the loser see the winner's study, and
+    # only the winner seeds it: starts and warm starts are enqueued once.
     with study_lock(url, f"create:{name}"):
         try:
             study = optuna.load_study(study_name=name, storage=backend)
         except KeyError:
             study = optuna.create_study(study_name=name, storage=backend, direction="maximize")
             _name_the_objective(study)
+            add_seeds(study, seeds)  # before the spec: no worker runs a sampled trial ahead of them
             record: StudyRecord = {"foldtune": spec.to_dict(), "weights": weights}
             if plots:
                 record["artifact_store"] = str(artifact_dir(artifacts or DEFAULT_ARTIFACTS))
+            if seeds.copies:
+                record["copied"] = len(seeds.copies)
             write_study(study, record)
+            for note in seeds.notes:
+                on_note(note)
             return study, True
     existing = load_spec(study)
     _check_same(name, existing, spec)
@@ -131,6 +154,8 @@ def create_study(
             f"study '{name}' already keeps its artifacts in {stored}; leave out --artifacts "
             "or pass that directory"
         )
+    if warm_start:
+        on_note(f"study '{name}' exists: it was seeded when it was created; nothing is added now")
     return study, False
 
 

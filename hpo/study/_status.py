@@ -15,8 +15,16 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.optuna_compat import finished_seconds, study_id, study_storage, trial_counts
-from hpo.records import Progress, study_record, trial_record
+from hpo.optuna_compat import finished_seconds, origin_counts, study_id, study_storage, trial_counts
+from hpo.records import (
+    ORIGIN_KINDS,
+    Progress,
+    StudyRecord,
+    origin_kind,
+    study_record,
+    trial_record,
+    unbudgeted,
+)
 
 __all__ = [
     "FailureGroup",
@@ -61,10 +69,13 @@ class StudyStatus:
     mean_trial_s: float | None = None
     eta_s: float | None = None  # for `budget` finished trials at the current pace
     budget: int | None = None  # the study-wide number of finished trials the workers run to
-    finished: int = 0  # complete + pruned, a paused trial and its continuation counted once
+    finished: int = 0  # complete + pruned as the budget counts them (hpo.records.unbudgeted)
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent reason first
     # --pruner asha: trials paused at a rung, paused trials promoted, continuations (any state)
     pauses: dict[str, int] | None = None
+    # trials by where they came from: warm, start, sampled, copied (hpo.records, origin)
+    origins: dict[str, int] = field(default_factory=dict)
+    copied: int = 0  # finished trials copied from earlier studies: in counts, not in finished
 
     @property
     def workers(self) -> list[str]:
@@ -78,6 +89,8 @@ class StudyStatus:
             "budget": self.budget,
             "finished": self.finished,
             "pauses": self.pauses,
+            "copied": self.copied,
+            "origins": self.origins,
             "best": {"number": self.best_number, "value": self.best_value, "params": self.best_params},
             "running": [asdict(r) for r in self.running],
             "workers": self.workers,
@@ -113,8 +126,8 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         finished_trials = storage.get_all_trials(sid, deepcopy=False, states=_FINISHED)
         seconds = [t.duration.total_seconds() for t in finished_trials if t.duration]
     mean_s = statistics.fmean(seconds) if seconds else None
-    pauses = _pauses(study, storage, sid)
-    finished = counts.get("complete", 0) + counts.get("pruned", 0) - (pauses or {}).get("promoted", 0)
+    record = study_record(study)
+    finished = counts.get("complete", 0) + counts.get("pruned", 0) - unbudgeted(record)
     eta = None
     if target is not None and mean_s is not None:
         eta = max(0, target - finished) * mean_s / max(1, len(running))
@@ -130,14 +143,15 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         budget=target,
         finished=finished,
         failures=_failure_groups(storage.get_all_trials(sid, deepcopy=False, states=(TrialState.FAIL,))),
-        pauses=pauses,
+        pauses=_pauses(record, storage, sid),
+        origins=_by_kind(origin_counts(storage, sid, "origin")),
+        copied=record.get("copied", 0),
     )
 
 
-def _pauses(study: optuna.Study, storage: BaseStorage, sid: int) -> dict[str, int] | None:
+def _pauses(record: StudyRecord, storage: BaseStorage, sid: int) -> dict[str, int] | None:
     """Paused, promoted and continued trials of an asha study (None for other pruners): these read
     every trial's attrs, which other studies' status never needs."""
-    record = study_record(study)
     if record.get("foldtune", {}).get("pruner") != "asha":
         return None
     trials = storage.get_all_trials(sid, deepcopy=False)
@@ -146,6 +160,13 @@ def _pauses(study: optuna.Study, storage: BaseStorage, sid: int) -> dict[str, in
         "promoted": len(record.get("promoted", [])),
         "continued": sum("continues" in trial_record(t) for t in trials),
     }
+
+
+def _by_kind(origins: dict[str, int]) -> dict[str, int]:
+    kinds = {kind: 0 for kind in ORIGIN_KINDS}
+    for origin, n in origins.items():
+        kinds[origin_kind(origin)] = kinds.get(origin_kind(origin), 0) + n
+    return {kind: n for kind, n in kinds.items() if n}
 
 
 def _failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
@@ -233,6 +254,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "fold_f1": record.get("fold_f1", []),
                 "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
                 "worker": record.get("worker"),
+                "origin": record.get("origin"),
                 "reason": record.get("fail_reason") or record.get("prune_reason"),
                 "continues": record.get("continues"),
             }

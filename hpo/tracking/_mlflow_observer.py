@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import UserError, short_error
-from hpo.records import trial_record
+from hpo.records import study_record, trial_record, unbudgeted
 from hpo.tracking._mlflow import StudyTracking, flat_params, study_tracking
 from hpo.tracking._observers import TrialObserver
 from storage import redact
@@ -64,7 +64,8 @@ def finish_study_run(study: optuna.Study, *, budget: int | None) -> bool:
     if tracking is None or budget is None:
         return False
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    if len(finished) < budget:
+    counted = len(finished) - unbudgeted(study_record(study))
+    if counted < budget:
         return False
     try:
         from mlflow import MlflowClient
@@ -77,7 +78,7 @@ def finish_study_run(study: optuna.Study, *, budget: int | None) -> bool:
         complete = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
         if complete:
             client.log_metric(run_id, "best_cv_f1", max(complete))
-        client.log_metric(run_id, "finished_trials", len(finished))
+        client.log_metric(run_id, "finished_trials", counted)
         client.set_tag(run_id, "foldtune.state", BUDGET_MET)
         client.set_tag(run_id, "foldtune.reason", f"{len(finished)} of a budget of {budget} trials finished")
         client.set_terminated(run_id, status="FINISHED")

@@ -1,11 +1,12 @@
 """The study-wide trial budget, enforced where trials are created.
 
-The budget counts COMPLETE + PRUNED trials across every worker on every machine, a paused trial and
-its continuation as one (``--pruner asha``: minus the promoted paused trials). Under a storage-wide
-lock a worker only starts a trial while finished + running < budget, and it waits (failing stale
-trials meanwhile) while running trials may still fail and need a retry. So N workers with
-``--n-trials 12`` end with exactly 12 finished trials. Under the same lock a worker first promotes a
-paused trial that now ranks at its rung (``hpo.workers._promotion``): that starts no new
+The budget counts COMPLETE + PRUNED trials across every worker on every machine, except those
+copied from an earlier study when the study was created (they ran there, not here), and a paused
+trial and its continuation as one (``--pruner asha``): see ``hpo.records.unbudgeted``. Under a
+storage-wide lock a worker only starts a trial while finished + running < budget, and it waits
+(failing stale trials meanwhile) while running trials may still fail and need a retry. So N workers
+with ``--n-trials 12`` end with exactly 12 finished trials. Under the same lock a worker first
+promotes a paused trial that now ranks at its rung (``hpo.workers._promotion``): that starts no new
 configuration, so it needs no room in the budget; once the budget is met, the paused trials'
 checkpoints are deleted.
 """
@@ -20,9 +21,10 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.optuna_compat import recent_ended, study_id, study_storage, trial_counts
+from hpo.records import study_record, unbudgeted
 from hpo.study import StudySpec, budget_lock, build_pruner, build_sampler
 from hpo.workers._failures import DEFAULT_MAX_FAILURES, WorkerStopped, study_streak
-from hpo.workers._promotion import Promotion, promoted_count
+from hpo.workers._promotion import Promotion
 from storage import open_storage
 
 __all__ = ["HEARTBEAT_SECONDS", "BudgetReached", "BudgetedStudy"]
@@ -81,7 +83,7 @@ class BudgetedStudy(optuna.Study):
                     # ONE read of the counts: with two, a trial finishing in between is counted in
                     # neither. Promotions change only under this lock.
                     counts = trial_counts(study_storage(self), study_id(self))
-                    finished = sum(counts.get(state, 0) for state in _FINISHED) - promoted_count(self)
+                    finished = sum(counts.get(s, 0) for s in _FINISHED) - unbudgeted(study_record(self))
                     if finished >= self._n_trials:
                         if self._promotion is not None:
                             self._promotion.release_all(self)

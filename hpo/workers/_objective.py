@@ -36,7 +36,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpo.optuna_compat import stored_trial
-from hpo.records import Progress, write_trial
+from hpo.records import SAMPLED, Progress, TrialRecord, trial_record, write_trial
 from hpo.study import ETA, FOLD_LEVEL_PRUNERS, StudySpec, rung_steps
 from hpo.tracking import TrialObserver
 from hpo.workers._failures import FailureLog
@@ -111,6 +111,8 @@ class Objective:
                 "host": socket.gethostname(),
                 "device": self.device_label,
                 "worker": self.worker,
+                # enqueued trials carry theirs (start, warm start, retry) on the stored trial
+                "origin": trial_record(stored_trial(trial)).get("origin", SAMPLED),
             },
         )
         frozen = stored_trial(trial)
@@ -285,7 +287,7 @@ def _queue_retry(trial: optuna.Trial, root: int) -> None:
     frozen = stored_trial(trial)
     history = [*frozen.system_attrs.get("retry_history", []), trial.number]
     system_attrs = {"failed_trial": root, "retry_history": history}
-    user_attrs = {}
+    user_attrs = dict(TrialRecord(origin=trial_record(frozen).get("origin", SAMPLED)))
     if CONTINUES in frozen.system_attrs:  # a continuation's retry goes on continuing the same trial
         system_attrs[CONTINUES] = frozen.system_attrs[CONTINUES]
         user_attrs[CONTINUES] = frozen.user_attrs[CONTINUES]

@@ -15,7 +15,7 @@
   rung). When the budget is met every paused trial's checkpoints go. A trial whose checkpoints were
   deleted is listed in ``released`` and never promoted.
 - **Budget.** A paused trial and its continuation count as one finished trial: the finished count is
-  COMPLETE + PRUNED - promoted (:func:`promoted_count`).
+  COMPLETE + PRUNED - promoted (:func:`hpo.records.unbudgeted`).
 
 Checkpoints live under each worker's ``--checkpoint-dir``: a continuation finds them when workers share
 that folder (one machine, or a shared volume); elsewhere it trains from epoch 0 with a warning.
@@ -43,7 +43,6 @@ __all__ = [
     "checkpoint_folder",
     "continuation_of",
     "is_paused",
-    "promoted_count",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,10 +80,6 @@ def checkpoint_folder(checkpoint_root: str | Path, study_name: str, root: int) -
 def is_paused(trial: FrozenTrial) -> bool:
     """Ended by a pause (a retry's record starts without one: see ``Objective``)."""
     return trial.state == TrialState.PRUNED and bool(trial_record(trial).get("paused"))
-
-
-def promoted_count(study: optuna.Study) -> int:
-    return len(study_record(study).get("promoted", []))
 
 
 class Promotion:
