@@ -209,11 +209,13 @@ def _fetch_weights(study: optuna.Study) -> bool:
 
     Only huggingface_hub: the study lists the files, so this process does not import timm or torch.
     """
-    from training.weights import Weights, fetch
-
     listed = study_record(study).get("weights")
     if listed is None:  # a study made before foldtune listed them: trials fetch what they need
         return False
+    if not listed:  # nothing to fetch: huggingface_hub stays unimported (a second or so on a small machine)
+        return True
+    from training.weights import Weights, fetch
+
     for raw in listed:
         fetch(Weights.from_dict(raw), fix=f"hpo weights fetch {raw['model']}")
     return True
