@@ -1,25 +1,31 @@
-"""The pre-flight checks of `hpo study create` without the training stack: folds by numpy, model needs
-from shipped or cached facts that are used only for the timm and torch they were learned with.
+"""What keeps the first trial near: `hpo study create` checks its inputs without the training stack
+(folds by numpy, model needs from shipped or cached facts, used only for the timm and torch they were
+learned with), and `hpo worker` starts its trial processes before its own checks.
 
-Every bad input they refuse is in tests/test_bad_inputs.py; here: that the cheap paths agree with what
-they replace, and when a remembered fact is used and when not.
+Every bad input the checks refuse is in tests/test_bad_inputs.py; here: that the cheap paths agree
+with what they replace, and when a remembered fact is used and when not. The time itself is measured
+by benchmarks/first_trial.py.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
+from hpo.errors import UserError
 from hpo.study import create_study
 from hpo.study._model_facts import MIN_SIZES, TIMM, TORCH
 from hpo.study._preflight import ModelFacts, fact_key, installed_versions, shipped_min_sizes
+from hpo.workers import run_workers
 from tests.datasets import make_csv_dataset
 from training.config import ConfigError
 from training.folds import check_folds, group_fold_sizes, make_folds
@@ -173,3 +179,30 @@ def test_folds_are_checked_on_every_data(workdir: Path, user_cache: Path, small_
     few = make_csv_dataset(workdir / "few", per_class=4, size=(32, 32))  # 2 groups per class
     with pytest.raises(ConfigError, match=r"with 3 folds: cv\.folds=3 but the data has only 2 groups"):
         create_study("few", space=space, data=str(few), storage="sqlite:///s.db")
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+
+def test_gpu_count_without_torch_where_there_is_no_gpu() -> None:
+    code = (
+        "import sys\n"
+        "from hpo.workers import gpu_count\n"
+        "count, before = gpu_count(), 'torch' in sys.modules\n"
+        "import torch\n"
+        "print(count == torch.cuda.device_count(), before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    no_nodes = not any(Path("/dev").glob("nvidia*")) and not Path("/dev/kfd").exists()
+    assert out.stdout.split() == ["True", str(not no_nodes)]
+
+
+def test_a_refused_worker_leaves_no_trial_process(workdir: Path) -> None:
+    """The trial processes start before the pool's checks; a refusal ends them before any trial."""
+    create_study(
+        "s", space=_space(workdir, 32), data=str(make_csv_dataset(workdir / "d")), storage="sqlite:///s.db"
+    )
+    with pytest.raises(UserError, match="study 'nope' not found"):
+        run_workers("nope", storage="sqlite:///s.db", devices="cpu:2")
+    assert mp.active_children() == []
+    assert optuna.load_study(study_name="s", storage="sqlite:///s.db").trials == []
