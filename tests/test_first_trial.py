@@ -51,7 +51,7 @@ def user_cache(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _plant(cache: Path, versions: tuple[str, str], facts: dict[str, int]) -> None:
-    path = ModelFacts(versions, cache_dir=cache).cache_file()
+    path = ModelFacts(versions, cache).cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(facts))
 
@@ -143,7 +143,7 @@ def test_a_learned_fact_is_cached_for_these_versions_only(workdir: Path, user_ca
 
 
 def test_a_fact_is_keyed_by_dropout_use_and_image_size(user_cache: Path) -> None:
-    facts = ModelFacts((TIMM, TORCH), {PLAIN: 32}, cache_dir=user_cache)
+    facts = ModelFacts((TIMM, TORCH), user_cache, {PLAIN: 32})
     assert facts.fits("test_resnet", NO_DROP, 32)
     assert not facts.fits("test_resnet", NO_DROP, 16)  # smaller than it takes: built again, which refuses
     assert not facts.fits("test_resnet", {**NO_DROP, "model.drop_rate": 0.2}, 32)  # dropout: another fact
@@ -168,7 +168,7 @@ def test_a_fact_that_refuses_is_checked_by_building(workdir: Path, user_cache: P
     _plant(user_cache, installed_versions(), {PLAIN: 64})
     create_study("s", space=_space(workdir, 32), data=str(small_csv), storage="sqlite:///s.db")
     assert ModelFacts.load(cache_dir=user_cache).min_sizes[PLAIN] == 32
-    cached = json.loads(ModelFacts(installed_versions(), cache_dir=user_cache).cache_file().read_text())
+    cached = json.loads(ModelFacts(installed_versions(), user_cache).cache_file().read_text())
     assert cached == {PLAIN: 32}
 
 

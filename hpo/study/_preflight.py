@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -72,15 +71,15 @@ class ModelFacts:
     """Smallest image side per (model name, uses dropout, uses drop path), for one timm and torch."""
 
     versions: tuple[str, str]
+    cache_dir: Path  # the per-user cache: one file per versions
     min_sizes: dict[str, int] = field(default_factory=dict)
-    cache_dir: Path | None = None  # where learned facts are kept; None keeps none
 
     @classmethod
     def load(cls, *, versions: tuple[str, str] | None = None, cache_dir: Path | None = None) -> ModelFacts:
         """The shipped facts when made with ``versions`` (default: installed), plus the user cache's."""
         versions = versions or installed_versions()
         cache_dir = cache_dir or user_cache_dir()
-        facts = cls(versions, cache_dir=cache_dir)
+        facts = cls(versions, cache_dir)
         if versions == (TIMM, TORCH):
             facts.min_sizes.update(MIN_SIZES)
         with contextlib.suppress(OSError, ValueError):  # none yet, or unreadable: learn again
@@ -89,7 +88,7 @@ class ModelFacts:
 
     def cache_file(self) -> Path:
         timm, torch = self.versions
-        return Path(self.cache_dir or ".") / f"model-facts-timm{timm}-torch{torch}.json"
+        return self.cache_dir / f"model-facts-timm{timm}-torch{torch}.json"
 
     def fits(self, name: str, drop: dict[str, float], image_size: int) -> bool:
         """True when the facts say ``name`` builds with ``drop`` and takes ``image_size`` px."""
@@ -99,16 +98,13 @@ class ModelFacts:
     def remember(self, learned: dict[str, int]) -> None:
         """Add ``learned`` to the user cache; a cache that cannot be written is skipped, not an error."""
         self.min_sizes.update(learned)
-        if self.cache_dir is None:
-            return
         path = self.cache_file()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             known = json.loads(path.read_text()) if path.exists() else {}
-            known.update(learned)
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-                json.dump(known, tmp, indent=0, sort_keys=True)
-            os.replace(tmp.name, path)  # a concurrent create reads the old file or the new, never half
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**known, **learned}, indent=0, sort_keys=True))
+            os.replace(tmp, path)  # a concurrent create reads the old file or the new, never half of one
         except (OSError, ValueError) as exc:
             log.debug("model facts not cached in %s: %s", path, exc)
 
