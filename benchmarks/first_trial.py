@@ -19,6 +19,7 @@ baseline measured just before it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -88,15 +89,13 @@ def _until_running(
                 raise RuntimeError(
                     f"{' '.join(command[:3])} exited with {proc.returncode} before a trial ran"
                 )
-            if storage is None and Path(url.removeprefix("sqlite:///")).exists():
-                storage = RDBStorage(url, skip_table_creation=True)
-            if storage is not None:
-                try:
+            with contextlib.suppress(Exception):  # the schema or the study is still being written
+                if storage is None and Path(url.removeprefix("sqlite:///")).exists():
+                    storage = RDBStorage(url, skip_table_creation=True)
+                if storage is not None:
                     study_id = storage.get_study_id_from_name(name)
                     if storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
                         return time.perf_counter() - start
-                except Exception:  # the schema or the study is still being written
-                    pass
             time.sleep(POLL_S)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # its trial processes share its session
