@@ -2,6 +2,9 @@
 
 Grouping is what keeps validation honest: with a person's seven photos spread over train and
 validation, the model is scored on faces it has already seen.
+
+:func:`check_folds` tells, with numpy alone, whether :func:`make_folds` would refuse the data: checks
+before a study starts need no scikit-learn import (about 2 s), which the trial processes pay anyway.
 """
 
 from __future__ import annotations
@@ -11,11 +14,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from training.config import ConfigError
 
-__all__ = ["make_folds", "oversample"]
+__all__ = ["check_folds", "make_folds", "oversample"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ def make_folds(
     With ``groups`` no group is ever on both sides of a split. ``classes`` only names classes in
     error messages.
     """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     labels = np.asarray(labels)
     if n_folds < 2:
         raise ConfigError(f"cv.folds is {n_folds}; use at least 2 folds")
@@ -44,10 +48,60 @@ def make_folds(
         splits = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, labels, groups)
     folds = [(np.sort(tr).astype(np.int64), np.sort(va).astype(np.int64)) for tr, va in splits]
     if any(len(va) == 0 for _, va in folds):  # StratifiedGroupKFold's greedy fill can leave one empty
-        raise ConfigError(
-            f"cv.folds={n_folds}: a validation fold came out empty with these groups; lower cv.folds"
-        )
+        raise _empty_fold(n_folds)
     return folds
+
+
+def check_folds(
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    n_folds: int,
+    seed: int,
+    *,
+    classes: Sequence[str] | None = None,
+) -> None:
+    """Raise the ConfigError :func:`make_folds` would raise for these arguments, without scikit-learn.
+
+    Without groups, enough images per class give every fold one of each class. With groups, whether a
+    validation fold stays empty depends on StratifiedGroupKFold's greedy fill, which
+    :func:`group_fold_sizes` replays on class counts.
+    """
+    labels = np.asarray(labels)
+    if n_folds < 2:
+        raise ConfigError(f"cv.folds is {n_folds}; use at least 2 folds")
+    _check_enough(labels, groups, n_folds, classes)
+    if groups is not None and (group_fold_sizes(labels, groups, n_folds, seed) == 0).any():
+        raise _empty_fold(n_folds)
+
+
+def group_fold_sizes(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Images per validation fold of ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``.
+
+    The same arithmetic in the same order as scikit-learn's ``_iter_test_indices`` and
+    ``_find_best_fold`` (1.x), so float ties between folds break the same way; tests compare the two.
+    Each group goes, in order of falling spread of its class counts (ties in shuffled order), to the
+    fold whose per-class shares it leaves most even, the fold with fewer images on a tie.
+    """
+    _, y_inv, y_cnt = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    _, groups_inv = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(groups_inv.max()) + 1
+    counts = np.zeros((n_groups, len(y_cnt)))
+    np.add.at(counts, (groups_inv, y_inv), 1)
+    perm = np.arange(n_groups)
+    np.random.RandomState(seed).shuffle(perm)
+    counts = counts[perm]
+    per_fold = np.zeros((n_folds, len(y_cnt)))
+    for group in np.argsort(-np.std(counts, axis=1), kind="stable"):
+        best, min_eval, min_samples = 0, np.inf, np.inf
+        for i in range(n_folds):
+            per_fold[i] += counts[group]
+            fold_eval = np.mean(np.std(per_fold / y_cnt.reshape(1, -1), axis=0))
+            per_fold[i] -= counts[group]
+            samples = np.sum(per_fold[i])
+            if fold_eval < min_eval or (np.isclose(fold_eval, min_eval) and samples < min_samples):
+                best, min_eval, min_samples = i, fold_eval, samples
+        per_fold[best] += counts[group]
+    return per_fold.sum(axis=1).astype(np.int64)
 
 
 def oversample(train_idx: np.ndarray, labels: np.ndarray, *, seed: int, ratio: float = 0.5) -> np.ndarray:
@@ -102,6 +156,12 @@ def _check_enough(
                     f"class {name(c)} appears in only {n_groups} group(s) but cv.folds={n_folds}; "
                     f"{_fewer(n_groups)} or add images of that class from other groups"
                 )
+
+
+def _empty_fold(n_folds: int) -> ConfigError:
+    return ConfigError(
+        f"cv.folds={n_folds}: a validation fold came out empty with these groups; lower cv.folds"
+    )
 
 
 def _fewer(limit: int) -> str:

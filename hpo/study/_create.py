@@ -14,12 +14,13 @@ import optuna
 from hpo.errors import UserError
 from hpo.records import StudyRecord, study_record, write_study
 from hpo.space import SearchSpace, load_space
+from hpo.study._preflight import preflight
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.study._spec import KEEP_PAUSED, StudySpec, spec_differences
 from hpo.study._warm import add_seeds, plan_seeds
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
-from training.config import ConfigError, DataConfig, RunConfig, apply_overrides
-from training.data import ImageTable, is_sample, load_table
+from training.config import DataConfig, RunConfig, apply_overrides
+from training.data import is_sample, load_table
 
 __all__ = [
     "METRIC_NAME",
@@ -112,8 +113,7 @@ def create_study(
             base.cv.folds,
             WILCOXON_MIN_FOLDS,
         )
-    _check_trials_can_run(loaded_space, base, table, space_arg=str(space), data_arg=data)
-    weights = _fetch_weights(loaded_space, base, space_arg=str(space))
+    weights = preflight(loaded_space, base, table, space_arg=str(space), data_arg=data)
     spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, keep_paused)
     url = storage_url(storage)
     seeds = plan_seeds(  # read before anything is created: a bad earlier study leaves nothing behind
@@ -210,53 +210,6 @@ def load_spec(study: optuna.Study) -> StudySpec:
             "(no foldtune spec in its attrs); create a new study with hpo"
         )
     return StudySpec.from_dict(raw, where=f"study '{study.study_name}'")
-
-
-def _check_trials_can_run(
-    space: SearchSpace, base: RunConfig, table: ImageTable, *, space_arg: str, data_arg: str
-) -> None:
-    """Refuse inputs on which every trial would fail (workers would fail trial after trial, never
-    reaching the budget): an unknown model or one that takes no dropout the space sets, images
-    smaller than it needs, too few images or groups per class for the folds."""
-    import torch
-
-    from training.folds import make_folds
-    from training.models import build_model, check_image_size
-
-    smallest = min(space.values_of("data.image_size", base))
-    # the highest dropout rates a trial can draw: a model without dropout (or drop path) rejects any
-    drop = {key: max(space.values_of(key, base)) for key in ("model.drop_rate", "model.drop_path_rate")}
-    for name in space.values_of("model.name", base):
-        overrides = {"model.name": name, "model.pretrained": False, **drop}
-        cfg = apply_overrides(base, overrides, where=f"--space {space_arg}")
-        try:
-            with torch.device("meta"):  # the architecture only: no memory, no weights
-                model = build_model(cfg.model, len(table.classes))
-            check_image_size(model, name, smallest)
-        except ConfigError as exc:
-            raise ConfigError(f"--space {space_arg}: {exc}") from None
-    for folds in space.values_of("cv.folds", base):
-        try:
-            make_folds(table.labels, table.groups, folds, base.cv.seed, classes=table.classes)
-        except ConfigError as exc:
-            raise ConfigError(f"--data {data_arg} with {folds} folds: {exc}") from None
-
-
-def _fetch_weights(space: SearchSpace, base: RunConfig, *, space_arg: str) -> list[dict]:
-    """The pretrained weights trials can load, put in the cache now (downloaded here, once, when
-    they are not there) so that a worker finds them all and runs its trials offline."""
-    from training.weights import fetch, weights_for
-
-    found = []
-    for name in space.pretrained_models(base):
-        try:
-            fetched = fetch(weights_for(name), fix=f"hpo weights fetch --space {space_arg}")
-        except ConfigError as exc:
-            raise ConfigError(f"--space {space_arg}: {exc}") from None
-        if fetched.downloaded:
-            log.info("downloaded the pretrained weights of %s to %s", name, fetched.path)
-        found.append(fetched.weights.to_dict())
-    return found
 
 
 def _name_the_objective(study: optuna.Study) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from hpo.errors import UserError
 
@@ -11,10 +13,22 @@ __all__ = ["Slot", "gpu_count", "parse_devices", "visible_gpus"]
 
 
 def gpu_count() -> int:
-    """CUDA devices this process may use (torch honours CUDA_VISIBLE_DEVICES)."""
-    import torch  # only here: a CPU worker's pool process never loads torch
+    """CUDA devices this process may use (torch honours CUDA_VISIBLE_DEVICES).
+
+    A Linux machine without GPU device nodes (NVIDIA's ``/dev/nvidia*``, ROCm's ``/dev/kfd``) has none,
+    and is answered without importing torch: seconds that the trial processes spend anyway, and the
+    pool process of a CPU worker never needs torch.
+    """
+    if sys.platform == "linux" and not _has_gpu_device_nodes():
+        return 0
+    import torch
 
     return torch.cuda.device_count()
+
+
+def _has_gpu_device_nodes() -> bool:
+    dev = Path("/dev")
+    return any(dev.glob("nvidia*")) or (dev / "kfd").exists()
 
 
 def visible_gpus() -> list[str] | None:

@@ -10,6 +10,7 @@ split its cores (``hpo.workers._cpu_share``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import multiprocessing as mp
@@ -18,8 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,36 +105,33 @@ def run_workers(
     if max_failures < 0:
         raise UserError(f"--max-failures: {max_failures} must be 0 (never stop) or more")
     slots = parse_devices(devices)
-    url = storage_url(storage)
-    study, spec = open_study(name, url)  # fail here, once, if the study is missing; creates the schema
-    checkpoints = _writable(Path(checkpoint_dir).resolve(), "--checkpoint-dir", "a writable directory")
-    if (plots := artifact_location(study)) is not None:
-        _writable(
-            Path(plots), f"study '{name}' keeps its trial plots in", "make it writable or mount it here"
-        )
-    _warm_cache(spec, data, on_cache)
-    offline = _fetch_weights(study)
+    ctx = mp.get_context("spawn")
+    events = ctx.SimpleQueue()  # children -> this process: first tracebacks of failures, stop reasons
+    # The trial processes start now and import the training stack (the longest part of reaching the first
+    # trial) while this process checks the inputs; they touch nothing before their orders come.
+    procs, orders = _start_trial_processes(ctx, slots, events)
+    try:
+        url = storage_url(storage)
+        study, spec = open_study(name, url)  # fail here, once, if the study is missing; creates the schema
+        checkpoints = _writable(Path(checkpoint_dir).resolve(), "--checkpoint-dir", "a writable directory")
+        if (plots := artifact_location(study)) is not None:
+            _writable(
+                Path(plots), f"study '{name}' keeps its trial plots in", "make it writable or mount it here"
+            )
+        _warm_cache(spec, data, on_cache)
+        offline = _fetch_weights(study)
+    except BaseException:  # refused inputs, or Ctrl-C: the trial processes have not touched anything yet
+        for proc in procs:
+            proc.kill()
+            proc.join()
+        raise
     # Only now, with every input checked, does the worker change the study.
     if n_trials is not None:
         write_study(study, {"budget": n_trials})  # lets `hpo status` show an ETA
     started = time.time()
     deadline = started + timeout if timeout else None
     args = PullArgs(name, url, n_trials, deadline, data, str(checkpoints), heartbeat, max_failures, started)
-    ctx = mp.get_context("spawn")
-    events = ctx.SimpleQueue()  # children -> this process: first tracebacks of failures, stop reasons
-    level = logging.getLogger("hpo").getEffectiveLevel()
-    procs = [
-        ctx.Process(
-            target=_worker_main,
-            args=(slot, args),
-            kwargs={"events": events, "log_level": level},
-            name=f"hpo-worker-{slot.label}",
-        )
-        for slot in slots
-    ]
-    with _hub_offline(offline):  # a spawned child takes os.environ as it is at start()
-        for proc in procs:
-            proc.start()
+    _send(orders, (args, offline))
     stop = _forward_stop_signals(procs)
     relay = _Relay(events, on_trial)
     try:
@@ -152,6 +149,34 @@ def run_workers(
     relay.drain()
     codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
     return PoolResult(codes, relay.stopped, interrupted_by=stop["signal"])
+
+
+def _start_trial_processes(ctx, slots: list[Slot], events) -> tuple[list[mp.Process], list]:
+    """One started process per slot, each with the sending end of a pipe for its orders."""
+    level = logging.getLogger("hpo").getEffectiveLevel()
+    procs, orders = [], []
+    for slot in slots:
+        receive, send = ctx.Pipe(duplex=False)
+        procs.append(
+            ctx.Process(
+                target=_worker_main,
+                args=(slot, receive),
+                kwargs={"events": events, "log_level": level},
+                name=f"hpo-worker-{slot.label}",
+            )
+        )
+        orders.append(send)
+    for proc in procs:
+        proc.start()
+    return procs, orders
+
+
+def _send(orders: list, order: tuple[PullArgs, bool]) -> None:
+    """``(args, offline)`` to each trial process: what to pull, and whether every weight is cached."""
+    for conn in orders:
+        with contextlib.suppress(OSError):  # a child that already died is reported by its exit code
+            conn.send(order)
+        conn.close()
 
 
 class _Relay:
@@ -209,30 +234,16 @@ def _fetch_weights(study: optuna.Study) -> bool:
 
     Only huggingface_hub: the study lists the files, so this process does not import timm or torch.
     """
-    from training.weights import Weights, fetch
-
     listed = study_record(study).get("weights")
     if listed is None:  # a study made before foldtune listed them: trials fetch what they need
         return False
+    if not listed:  # nothing to fetch: huggingface_hub stays unimported (a second or so on a small machine)
+        return True
+    from training.weights import Weights, fetch
+
     for raw in listed:
         fetch(Weights.from_dict(raw), fix=f"hpo weights fetch {raw['model']}")
     return True
-
-
-@contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """HF_HUB_OFFLINE=1 while the trial processes start: with every weight cached, a hundred
-    workers never ask the Hub for anything."""
-    before = os.environ.get("HF_HUB_OFFLINE")
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = before
 
 
 def _forward_stop_signals(procs: list[mp.Process]) -> dict:
@@ -268,11 +279,20 @@ def _join(study: optuna.Study, url: str) -> int:
     return number
 
 
-def _worker_main(slot: Slot, args: PullArgs, *, events, log_level: int = logging.WARNING) -> None:
-    """A spawned worker process: set it up, then pull trials; exit 3 when its trials keep failing."""
+def _worker_main(slot: Slot, orders, *, events, log_level: int = logging.WARNING) -> None:
+    """A spawned worker process: set it up and import what trials need, then wait for the pool's orders
+    and pull trials; exit 3 when its trials keep failing."""
     os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible  # before torch initializes CUDA
     interrupt_on_sigterm()
     _child_logging(log_level)
+    try:
+        _import_trial_stack()
+        order = orders.recv()
+    except (EOFError, KeyboardInterrupt):  # the pool went away, or Ctrl-C, before any trial
+        return
+    args, offline = order
+    if offline:  # every weight is cached: nothing in this process asks the Hub
+        os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         pull_trials(
             slot,
@@ -283,6 +303,13 @@ def _worker_main(slot: Slot, args: PullArgs, *, events, log_level: int = logging
     except WorkerStopped as exc:
         events.put(("stopped", str(exc)))
         sys.exit(_STOPPED_EXIT)
+
+
+def _import_trial_stack() -> None:
+    """torch, timm, albumentations, scikit-learn, through the modules that use them."""
+    import torch  # noqa: F401
+
+    import hpo.workers._objective  # noqa: F401
 
 
 def pull_trials(
