@@ -155,13 +155,15 @@ def run(
 
     url = storage_url(storage)
     optuna_study, _ = create_study(study, space=space, data=data, storage=url, pruner=pruner)
-    tracking = None
-    if mlflow:  # a study tracked before keeps its URI unless --tracking-uri names one
-        tracking = study_tracking(optuna_study)
-        if tracking is None or tracking_uri:
+    tracking = study_tracking(optuna_study) if mlflow else None
+
+    def track() -> None:  # runs while the trial processes import the training stack
+        nonlocal tracking
+        if mlflow and (tracking is None or tracking_uri):  # a tracked study keeps its URI unless told
             tracking = enable_tracking(
                 optuna_study, storage_url=url, tracking_uri=resolve_tracking_uri(tracking_uri)
             )
+
     target = finished_count(optuna_study) + n_trials
     devices = "auto" if gpu_count() else f"cpu:{workers}"
     console.print(f"study [bold]{study}[/] in {redact(url)}: {n_trials} trials on {devices}")
@@ -178,6 +180,7 @@ def run(
             on_poll=on_poll,
             on_cache=on_cache,
             on_trial=on_trial,
+            prepare=track,
         ),
     )
     summary = print_status(study, url)

@@ -90,11 +90,14 @@ def run_workers(
     on_poll: Callable[[], None] | None = None,
     on_cache: Callable[[int, int], None] | None = None,
     on_trial: Callable[[str], None] | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> PoolResult:
     """Run one worker process per device slot until the budget or timeout.
 
     ``on_poll()`` is called about twice a second, ``on_cache(done, total)`` while images are decoded,
-    ``on_trial(line)`` with one line for each trial a worker process of this pool ends.
+    ``on_trial(line)`` with one line for each trial a worker process of this pool ends. ``prepare()``
+    runs while the trial processes start, before they get their orders: set-up the trials need (such
+    as the study's MLflow tracking) then costs no time of its own.
     """
     if n_trials is not None and n_trials < 1:
         raise UserError(f"--n-trials: {n_trials} must be at least 1")
@@ -111,6 +114,8 @@ def run_workers(
     # trial) while this process checks the inputs; they touch nothing before their orders come.
     procs, orders = _start_trial_processes(ctx, slots, events)
     try:
+        if prepare is not None:
+            prepare()
         url = storage_url(storage)
         study, spec = open_study(name, url)  # fail here, once, if the study is missing; creates the schema
         checkpoints = _writable(Path(checkpoint_dir).resolve(), "--checkpoint-dir", "a writable directory")
