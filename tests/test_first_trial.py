@@ -200,9 +200,14 @@ def test_gpu_count_without_torch_where_there_is_no_gpu() -> None:
 def test_a_refused_worker_leaves_no_trial_process(workdir: Path) -> None:
     """The trial processes start before the pool's checks; a refusal ends them before any trial."""
     create_study(
-        "s", space=_space(workdir, 32), data=str(make_csv_dataset(workdir / "d")), storage="sqlite:///s.db"
+        "s",
+        space=_space(workdir, 32),
+        data=str(make_csv_dataset(workdir / "d")),
+        storage="sqlite:///s.db",
+        starts=False,
     )
-    with pytest.raises(UserError, match="study 'nope' not found"):
-        run_workers("nope", storage="sqlite:///s.db", devices="cpu:2")
+    (workdir / "taken").write_text("a file where the checkpoint directory should be")
+    with pytest.raises(UserError, match="--checkpoint-dir"):
+        run_workers("s", storage="sqlite:///s.db", devices="cpu:2", checkpoint_dir=str(workdir / "taken"))
     assert mp.active_children() == []
     assert optuna.load_study(study_name="s", storage="sqlite:///s.db").trials == []
