@@ -47,6 +47,15 @@ def study_create(
     sampler: Annotated[str, typer.Option(help="tpe | cmaes | gp | random | grid")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median | hyperband | sh | wilcoxon | none")] = "median",
     seed: Annotated[int, typer.Option(help="Seed for folds and samplers.")] = 0,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Cap on what a trial's model costs, METRIC=VALUE, repeatable: params_m (millions), gflops "
+            "(per image), latency_ms (batch 1 on the worker's device). A config over params_m or gflops is "
+            "pruned before training; a trial over latency_ms completes but is infeasible (never the best).",
+            show_default=False,
+        ),
+    ] = None,
     mlflow: Annotated[
         bool | None,
         typer.Option(
@@ -93,6 +102,7 @@ def study_create(
         seed=seed,
         artifacts=artifacts,
         plots=plots,
+        limits=limit or (),
     )
     verb = "created" if created else "reusing"
     console.print(f"{verb} study [bold]{name}[/] in {redact(storage_url(storage))}")
@@ -182,6 +192,7 @@ def study_trials(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout, one column per param.")] = False,
 ) -> None:
     """One row per trial: number, state, value, params, fold F1s, duration, worker, fail/prune reason."""
+    from hpo.records import COST_KEYS
     from hpo.study import open_study, trial_rows
 
     study, _ = open_study(name, storage)
@@ -191,7 +202,18 @@ def study_trials(
     elif as_csv:
         _write_trials_csv(rows)
     else:
-        table = Table("#", "state", "macro-F1", "s", "params", "reason or worker", title=f"trials of {name}")
+        table = Table(
+            "#",
+            "state",
+            "macro-F1",
+            "s",
+            "M params",
+            "GFLOPs",
+            "ms",
+            "params",
+            "reason or worker",
+            title=f"trials of {name}",
+        )
         for r in rows:
             params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in r["params"].items())
             table.add_row(
@@ -199,6 +221,7 @@ def study_trials(
                 r["state"],
                 f"{r['value']:.4f}" if r["value"] is not None else "",
                 f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "",
+                *(_short(r[key]) if r[key] is not None else "" for key in COST_KEYS[:3]),
                 escape(_clip(params, 36)),
                 escape(_clip(r["reason"] or r["worker"] or "", 36)),
             )
@@ -209,9 +232,12 @@ def study_trials(
 def _write_trials_csv(rows: list[dict]) -> None:
     import csv
 
+    from hpo.records import COST_KEYS
+
     params = sorted({key for r in rows for key in r["params"]})
     out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(["number", "state", "value", *params, "fold_f1", "duration_s", "worker", "reason"])
+    cost = [*COST_KEYS, "cost_device", "feasible"]
+    out.writerow(["number", "state", "value", *params, "fold_f1", *cost, "duration_s", "worker", "reason"])
     for r in rows:
         out.writerow(
             [
@@ -220,6 +246,9 @@ def _write_trials_csv(rows: list[dict]) -> None:
                 "" if r["value"] is None else r["value"],
                 *(r["params"].get(p, "") for p in params),
                 " ".join(str(f) for f in r["fold_f1"]),
+                *("" if r[key] is None else r[key] for key in COST_KEYS),
+                r["cost_device"] or "",
+                r["feasible"],
                 "" if r["duration_s"] is None else r["duration_s"],
                 r["worker"] or "",
                 r["reason"] or "",

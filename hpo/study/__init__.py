@@ -15,6 +15,15 @@ from hpo.study._create import (
     storage_url,
     study_lock,
 )
+from hpo.study._limits import (
+    BEFORE_TRAINING,
+    LIMIT_METRICS,
+    best_feasible,
+    constraint_values,
+    is_feasible,
+    over_limit,
+    parse_limits,
+)
 from hpo.study._samplers import (
     FOLD_LEVEL_PRUNERS,
     PRUNERS,
@@ -35,9 +44,11 @@ from hpo.study._status import (
 )
 
 __all__ = [
+    "BEFORE_TRAINING",
     "DEFAULT_ARTIFACTS",
     "ETA",
     "FOLD_LEVEL_PRUNERS",
+    "LIMIT_METRICS",
     "PRUNERS",
     "SAMPLERS",
     "WILCOXON_MIN_FOLDS",
@@ -47,13 +58,18 @@ __all__ = [
     "StudyStatus",
     "StudySummary",
     "artifact_location",
+    "best_feasible",
     "build_pruner",
     "build_sampler",
+    "constraint_values",
     "create_study",
     "delete_study",
     "in_top",
+    "is_feasible",
     "load_spec",
     "open_study",
+    "over_limit",
+    "parse_limits",
     "rung_steps",
     "storage_url",
     "study_lock",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import optuna
 from hpo.errors import UserError
 from hpo.records import StudyRecord, study_record, write_study
 from hpo.space import SearchSpace, load_space
+from hpo.study._limits import cost_limits
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.study._spec import StudySpec, spec_differences
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
@@ -59,6 +61,7 @@ def create_study(
     seed: int = 0,
     artifacts: str | Path | None = None,
     plots: bool = True,
+    limits: Sequence[str] = (),
 ) -> tuple[optuna.Study, bool]:
     """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created).
 
@@ -67,6 +70,7 @@ def create_study(
     ``artifacts`` (default ``.hpo/artifacts``) is the directory for trial plots; its absolute path is
     kept in the study so that every worker and the dashboard use the same one. ``plots=False`` keeps
     no directory: workers render no plots for the dashboard (a tracked study's MLflow runs get them).
+    ``limits``: ``METRIC=VALUE`` caps on what a trial's model may cost (``--limit``, hpo.study._limits).
     """
     if not plots and artifacts is not None:
         raise UserError("--artifacts is where trial plots go; leave it out with --no-plots")
@@ -90,8 +94,11 @@ def create_study(
             WILCOXON_MIN_FOLDS,
         )
     _check_trials_can_run(loaded_space, base, table, space_arg=str(space), data_arg=data)
+    cost = cost_limits(
+        limits, loaded_space, base, sampler=sampler, classes=len(table.classes), space_arg=str(space)
+    )
     weights = _fetch_weights(loaded_space, base, space_arg=str(space))
-    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed)
+    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, cost)
     url = storage_url(storage)
     backend = open_storage(url)
     # Two `study create` racing on one name: the lock makes the loser see the winner's study.

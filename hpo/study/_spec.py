@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.errors import UserError
@@ -18,7 +18,8 @@ _SHOWN = 3  # space settings named in a conflict; the rest are counted
 
 @dataclass(frozen=True)
 class StudySpec:
-    """What a study is: space, base config, data fingerprint, sampler and pruner names, seed."""
+    """What a study is: space, base config, data fingerprint, sampler and pruner names, seed, and the
+    limits on what its models may cost (metric -> maximum, hpo.study._limits)."""
 
     space: SearchSpace
     base: RunConfig
@@ -26,6 +27,7 @@ class StudySpec:
     sampler: str
     pruner: str
     seed: int
+    limits: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class StudySpec:
             "sampler": self.sampler,
             "pruner": self.pruner,
             "seed": self.seed,
+            "limits": dict(self.limits),
         }
 
     @classmethod
@@ -46,6 +49,7 @@ class StudySpec:
             sampler=raw["sampler"],
             pruner=raw["pruner"],
             seed=int(raw["seed"]),
+            limits={k: float(v) for k, v in raw.get("limits", {}).items()},  # none before studies had limits
         )
 
     def check_data(self, table: ImageTable, source: str) -> None:
@@ -88,6 +92,8 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in ("sampler", "pruner", "seed"):
         if old[key] != new[key]:
             out.append(f"{key} {_shown(old[key])} (now {_shown(new[key])})")
+    if (old_limits := old.get("limits") or None) != (new_limits := new.get("limits") or None):
+        out.append(f"limits {_shown(old_limits)} (now {_shown(new_limits)})")
     return out
 
 

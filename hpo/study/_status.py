@@ -16,7 +16,8 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.optuna_compat import finished_seconds, study_id, study_storage, trial_counts
-from hpo.records import Progress, study_record, trial_record
+from hpo.records import COST_KEYS, Progress, study_record, trial_record
+from hpo.study._limits import best_feasible, is_feasible
 
 __all__ = [
     "FailureGroup",
@@ -63,6 +64,9 @@ class StudyStatus:
     budget: int | None = None  # the study-wide number of finished trials the workers run to
     finished: int = 0  # complete + pruned
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent reason first
+    limits: dict[str, float] = field(default_factory=dict)  # the study's cost limits; best = best feasible
+    infeasible: int = 0  # complete trials over a limit (latency_ms): never the best
+    cost_devices: list[str] = field(default_factory=list)  # where the complete trials' latency was measured
 
     @property
     def workers(self) -> list[str]:
@@ -79,6 +83,9 @@ class StudyStatus:
             "running": [asdict(r) for r in self.running],
             "workers": self.workers,
             "failures": [asdict(f) for f in self.failures],
+            "limits": self.limits,
+            "infeasible": self.infeasible,
+            "cost_devices": self.cost_devices,
             "mean_trial_s": self.mean_trial_s,
             "eta_s": self.eta_s,
         }
@@ -89,10 +96,12 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
     failed trials whole (counts, best trial and durations come from light queries)."""
     storage, sid = study_storage(study, cached=False), study_id(study)
     counts = {state.name.lower(): n for state, n in trial_counts(storage, sid).items()}
-    try:
-        best: FrozenTrial | None = storage.get_best_trial(sid)
-    except ValueError:  # no complete trial yet
-        best = None
+    best, limits = _best(storage, sid, study_record(study))
+    infeasible, devices = 0, set()
+    if limits:  # the complete trials are read whole only for a study with limits
+        for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,)):
+            infeasible += not is_feasible(t)
+            devices.add(trial_record(t).get("cost_device"))
     now = dt.datetime.now()
     running = [
         RunningTrial(
@@ -126,7 +135,25 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         budget=target,
         finished=finished,
         failures=_failure_groups(storage.get_all_trials(sid, deepcopy=False, states=(TrialState.FAIL,))),
+        limits=limits,
+        infeasible=infeasible,
+        cost_devices=sorted(d for d in devices if d),
     )
+
+
+def _best(
+    storage: BaseStorage, sid: int, record: dict[str, Any]
+) -> tuple[FrozenTrial | None, dict[str, float]]:
+    """The best complete trial, feasible under the study's limits when it has any; and the limits."""
+    limits = dict((record.get("foldtune") or {}).get("limits") or {})
+    if limits:
+        return best_feasible(
+            storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,))
+        ), limits
+    try:
+        return storage.get_best_trial(sid), limits
+    except ValueError:  # no complete trial yet
+        return None, limits
 
 
 def _failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
@@ -175,11 +202,8 @@ def study_summaries(storage: BaseStorage) -> list[StudySummary]:
     for frozen in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
         study_id = storage.get_study_id_from_name(frozen.study_name)
         counts = {state.name.lower(): n for state, n in trial_counts(storage, study_id).items()}
-        try:
-            best: FrozenTrial | None = storage.get_best_trial(study_id)
-        except ValueError:  # no complete trial yet
-            best = None
         record = study_record(frozen)
+        best, _ = _best(storage, study_id, record)
         summaries.append(
             StudySummary(
                 name=frozen.study_name,
@@ -200,7 +224,8 @@ def study_summaries(storage: BaseStorage) -> list[StudySummary]:
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """Number, state, value, params, fold F1s, duration, worker and fail/prune reason of every trial."""
+    """Number, state, value, params, fold F1s, cost figures (``feasible`` under the study's limits),
+    duration, worker and fail/prune reason of every trial."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         record = trial_record(t)
@@ -211,6 +236,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "value": t.value,
                 "params": dict(t.params),
                 "fold_f1": record.get("fold_f1", []),
+                **{key: record.get(key) for key in COST_KEYS},
+                "cost_device": record.get("cost_device"),
+                "feasible": is_feasible(t),
                 "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
                 "worker": record.get("worker"),
                 "reason": record.get("fail_reason") or record.get("prune_reason"),

@@ -31,6 +31,7 @@ from hpo.optuna_compat import stored_trial
 from hpo.records import Progress, write_trial
 from hpo.study import FOLD_LEVEL_PRUNERS, StudySpec
 from hpo.tracking import TrialObserver
+from hpo.workers._cost import measure_trial
 from hpo.workers._failures import FailureLog
 from hpo.workers._stop import stop_requested
 from storage import redact
@@ -95,6 +96,11 @@ class Objective:
         ckpt_dir = self.checkpoint_root / trial.study.study_name / f"trial-{root}"
         self.observer.on_trial_start(trial, config)
         try:
+            n_classes, device = load_data(config.data).n_classes, self.base.budget.device
+            if over := measure_trial(
+                trial, config, limits=self.spec.limits, num_classes=n_classes, device=device
+            ):
+                raise optuna.TrialPruned(over)  # the config alone breaks a limit: pruned before step 1
             value = self._run_folds(trial, config, ckpt_dir)
         except DivergedError as exc:
             write_trial(trial, {"prune_reason": str(exc)})
