@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from hpo.errors import UserError, short_error
 from hpo.records import COST_KEYS, trial_record
+from hpo.study import is_feasible
 from hpo.tracking._mlflow import StudyTracking, flat_params, study_tracking
 from hpo.tracking._observers import TrialObserver
 from storage import redact
@@ -74,7 +75,11 @@ def finish_study_run(study: optuna.Study, *, budget: int | None) -> bool:
         run = client.get_run(run_id)
         if run.info.status == "FINISHED" and run.data.tags.get("foldtune.state") == BUDGET_MET:
             return True
-        complete = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+        complete = [
+            t.value
+            for t in finished
+            if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)  # within the limits
+        ]
         if complete:
             client.log_metric(run_id, "best_cv_f1", max(complete))
         client.log_metric(run_id, "finished_trials", len(finished))
