@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from hpo.study import build_sampler, create_study, open_study, study_status, trial_rows
 from hpo.workers import Objective
+from hpo.workers._pool import _TrialLine
 from tests.helpers import invoke
 from training.config import ModelConfig, RunConfig
 from training.cost import measure_cost, static_cost
@@ -87,6 +88,9 @@ def test_a_config_over_a_params_limit_is_pruned_before_training_and_latency_make
     assert small.constraints["params_m"] <= 0 < small.constraints["latency_ms"]
     with pytest.raises(ValueError):  # Optuna's own view agrees: no feasible trial yet
         _ = study.best_trial
+    lines: list[str] = []
+    _TrialLine("w", lines.append)(study, small)  # a worker's line for the trial says so too
+    assert "complete: macro-F1" in lines[0] and "no trial within the study's limits yet" in lines[0]
 
     status = study_status(study)
     assert status.best_number is None and status.infeasible == 1
