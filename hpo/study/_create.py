@@ -98,7 +98,7 @@ def create_study(
         limits, loaded_space, base, sampler=sampler, classes=len(table.classes), space_arg=str(space)
     )
     weights = _fetch_weights(loaded_space, base, space_arg=str(space))
-    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, cost)
+    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, limits=cost)
     url = storage_url(storage)
     backend = open_storage(url)
     # Two `study create` racing on one name: the lock makes the loser see the winner's study.
