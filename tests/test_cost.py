@@ -33,7 +33,7 @@ def test_cost_figures_are_positive_and_name_the_device() -> None:
     )
     cost = measure_cost(config, num_classes=10, device="cpu")
     assert cost.params_m > 0 and cost.gflops > 0 and cost.latency_ms > 0 and cost.throughput > 0
-    assert cost.batch_size == 8 and cost.device.startswith("cpu (") and "threads" in cost.device
+    assert cost.batch_size == 8 and cost.device.startswith("cpu (") and "thread" in cost.device
     # the same architecture counted on the meta device gives the same parameters and FLOPs
     static = static_cost(config.model, num_classes=10, image_size=32)
     assert (static.params_m, static.gflops) == (cost.params_m, cost.gflops)

@@ -102,7 +102,8 @@ def device_name(device: torch.device) -> str:
     """The device a time was measured on, as a person compares it: the GPU model, or the CPU threads."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"{device.type} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def _params_m(net: torch.nn.Module) -> float:
