@@ -34,6 +34,7 @@ STAGES: list[list[tuple[str, list[str]]]] = [
     [("train_throughput", [])],
     [("storage_overhead", ["--quick"])],
     [("study_size", ["--quick"])],  # storage latency vs study size
+    [("cost_overhead", [])],  # what measuring a trial's serving cost costs: one quick-space trial
     [("fleet", ["--quick"])],  # two `--devices cpu` workers vs one `cpu:2`; CLI start and its imports
     [("scale", ["--quick"])],  # cache build, `hpo data check`, `hpo status` at the competition's size
     [("peers", ["--quick"])],  # against Ray Tune and plain Optuna, in wall time: needs the [bench] extra

@@ -394,11 +394,26 @@ def _techniques(payload: dict[str, Any], where: str) -> list[Row]:
     return table
 
 
+def _cost_overhead(payload: dict[str, Any], where: str) -> list[Row]:
+    trials = records(payload)
+    share = payload["max_share"]
+    return [
+        Row(
+            benchmark="measuring a trial's serving cost",
+            setup=f"{where}, quick space, {len(trials)} trial(s), load average {payload['loadavg']}",
+            result=f"{share:.2%} of the trial (largest)",
+            goal="< 2 %",
+            met=_met(share < 0.02),
+        )
+    ]
+
+
 # In table order; a result file belongs to the first name its file name starts with.
 SUMMARIZERS: dict[str, Summarizer] = {
     "train_throughput": _throughput,
     "storage_overhead": _storage,
     "study_size": _study_size,
+    "cost_overhead": _cost_overhead,
     "pruning": _pruning,
     "search_quality": _search,
     "techniques": _techniques,

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 __all__ = [
+    "COST_KEYS",
     "ORIGIN_KINDS",
     "SAMPLED",
     "Progress",
@@ -66,11 +67,21 @@ class TrialRecord(TypedDict, total=False):
     images_per_sec: float  # training throughput over all folds
     threads: int  # torch intra-op threads the trial ended with (CPU workers on a host share its cores)
     oof_f1: float  # macro-F1 of the out-of-fold predictions of all folds together
+    # what the trial's model costs to serve (training.cost), measured before its first epoch
+    params_m: float  # parameters, millions
+    gflops: float  # forward FLOPs of one image at the study's image size, billions (multiply-add = 2)
+    latency_ms: float  # median batch-1 forward time on cost_device
+    throughput: float  # forward images/s at the trial's batch size on cost_device
+    cost_device: str  # where latency_ms and throughput were measured: "cpu (2 threads)", "cuda:0 (...)"
     fail_reason: str  # why the trial FAILED (redacted)
     prune_reason: str  # why the trial was PRUNED
     paused: dict[str, int] | None  # --pruner asha: {"rung": 1-based rung, "step": step} where it paused
     continues: int  # the paused trial this one continues from its last checkpoint (--pruner asha)
     origin: str  # where the trial came from: start:<i>, warm:<study>#<n>, sampled, copied:<study>#<n>
+
+
+# The TrialRecord keys of a model's cost, as `hpo study trials`, MLflow and the dashboard show them.
+COST_KEYS = ("params_m", "gflops", "latency_ms", "throughput")
 
 
 class StudyRecord(TypedDict, total=False):

@@ -682,6 +682,50 @@ def report_onto_a_full_disk(env: Env) -> Bad:
     )
 
 
+# ------------------------------------------------------------------------------------------ cost limits
+
+
+@case
+def limit_on_an_unknown_metric(env: Env) -> Bad:
+    return Bad(
+        env.create("--space", str(env.space), "--data", str(env.csv), "--limit", "accuracy=3"),
+        ("--limit 'accuracy=3'", "unknown metric 'accuracy'", "params_m, gflops, latency_ms"),
+    )
+
+
+@case
+def limit_that_is_not_a_number(env: Env) -> Bad:
+    return Bad(
+        env.create("--space", str(env.space), "--data", str(env.csv), "--limit", "params_m=big"),
+        ("--limit 'params_m=big'", "'big' is not a positive number", "value > 0"),
+    )
+
+
+@case
+def limit_that_is_not_positive(env: Env) -> Bad:
+    return Bad(
+        env.create("--space", str(env.space), "--data", str(env.csv), "--limit", "latency_ms=-2"),
+        ("--limit 'latency_ms=-2'", "'-2' is not a positive number", "value > 0"),
+    )
+
+
+@case
+def limit_without_a_value(env: Env) -> Bad:
+    return Bad(
+        env.create("--space", str(env.space), "--data", str(env.csv), "--limit", "gflops"),
+        ("--limit 'gflops'", "write METRIC=VALUE", "--limit params_m=25"),
+    )
+
+
+@case
+def limit_that_no_model_of_the_space_meets(env: Env) -> Bad:
+    args = ("--limit", "params_m=0.05", "--limit", "latency_ms=3")
+    return Bad(
+        env.create("--space", str(env.space), "--data", str(env.csv), *args),
+        ("--limit params_m=0.05", "no model of --space", "test_resnet: params_m 0.37", "at 32 px"),
+    )
+
+
 # ------------------------------------------------------------------------------------------ running
 
 

@@ -105,6 +105,9 @@ def test_local_store_parent_run_is_created_once_and_trials_nest_under_it(workdir
     assert run.data.tags["mlflow.parentRunId"] == attrs["parent_run_id"]
     assert run.data.tags["foldtune.state"] == "complete" and run.info.status == "FINISHED"
     assert run.data.metrics["cv_f1"] == pytest.approx(trial.value)
+    for key in ("params_m", "gflops", "latency_ms", "throughput"):  # what the model costs to serve
+        assert run.data.metrics[key] == pytest.approx(trial.user_attrs[key]) and trial.user_attrs[key] > 0
+    assert run.data.tags["foldtune.cost_device"] == trial.user_attrs["cost_device"]
     assert float(run.data.params["optim.lr"]) == pytest.approx(trial.params["optim.lr"])
     # artifacts of the local store sit beside it, not in ./mlruns
     assert run.info.artifact_uri.startswith((workdir / ".hpo" / "mlartifacts").as_uri())

@@ -145,8 +145,13 @@ def print_status(name: str, storage: str | None, *, as_json: bool = False):
         copied = f" (the {s.copied} copied ones are outside the budget)" if s.copied else ""
         shown = ", ".join(f"{n} {kind}" for kind, n in s.origins.items())
         console.print(f"trials by origin: {shown}{copied}")
+    if s.limits:
+        limits = ", ".join(f"{m} <= {v:g}" for m, v in s.limits.items())
+        where = "; latency measured on " + ", ".join(s.cost_devices) if s.cost_devices else ""
+        console.print(f"limits {limits}: {s.infeasible} complete trial(s) infeasible{escape(where)}")
     if s.best_value is not None:
-        console.print(f"best trial {s.best_number}: macro-F1 [bold green]{s.best_value:.4f}[/]")
+        feasible = "feasible " if s.limits else ""
+        console.print(f"best {feasible}trial {s.best_number}: macro-F1 [bold green]{s.best_value:.4f}[/]")
         best = Table("param", "value")
         for key, value in s.best_params.items():
             best.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))

@@ -60,6 +60,15 @@ def study_create(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for folds and samplers.")] = 0,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Cap on what a trial's model costs, METRIC=VALUE, repeatable: params_m (millions), gflops "
+            "(per image), latency_ms (batch 1 on the worker's device). A config over params_m or gflops is "
+            "pruned before training; a trial over latency_ms completes but is infeasible (never the best).",
+            show_default=False,
+        ),
+    ] = None,
     mlflow: Annotated[
         bool | None,
         typer.Option(
@@ -130,6 +139,7 @@ def study_create(
         warm_start=warm_start or (),
         warm_storage=warm_storage,
         on_note=lambda line: console.print(escape(line)),
+        limits=limit or (),
     )
     verb = "created" if created else "reusing"
     console.print(f"{verb} study [bold]{name}[/] in {redact(storage_url(storage))}")
@@ -218,8 +228,9 @@ def study_trials(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per trial, in a list.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout, one column per param.")] = False,
 ) -> None:
-    """One row per trial: number, state, value, params, fold F1s, duration, worker, fail/prune reason,
-    and the paused trial it continues."""
+    """One row per trial: number, state, value, params, fold F1s, cost, duration, worker, fail/prune
+    reason, where it came from, and the paused trial it continues."""
+    from hpo.records import COST_KEYS
     from hpo.study import open_study, trial_rows
 
     study, _ = open_study(name, storage)
@@ -236,6 +247,9 @@ def study_trials(
             "s",
             "origin",
             "continues",
+            "M params",
+            "GFLOPs",
+            "ms",
             "params",
             "reason or worker",
             title=f"trials of {name}",
@@ -249,6 +263,7 @@ def study_trials(
                 f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "",
                 escape(_clip(r["origin"] or "", 24)),
                 "" if r["continues"] is None else str(r["continues"]),
+                *(_short(r[key]) if r[key] is not None else "" for key in COST_KEYS[:3]),
                 escape(_clip(params, 36)),
                 escape(_clip(r["reason"] or r["worker"] or "", 36)),
             )
@@ -259,22 +274,13 @@ def study_trials(
 def _write_trials_csv(rows: list[dict]) -> None:
     import csv
 
+    from hpo.records import COST_KEYS
+
     params = sorted({key for r in rows for key in r["params"]})
     out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(
-        [
-            "number",
-            "state",
-            "value",
-            *params,
-            "fold_f1",
-            "duration_s",
-            "worker",
-            "origin",
-            "reason",
-            "continues",
-        ]
-    )
+    cost = [*COST_KEYS, "cost_device", "feasible"]
+    fields = ["fold_f1", *cost, "duration_s", "worker", "origin", "reason", "continues"]
+    out.writerow(["number", "state", "value", *params, *fields])
     for r in rows:
         out.writerow(
             [
@@ -283,6 +289,9 @@ def _write_trials_csv(rows: list[dict]) -> None:
                 "" if r["value"] is None else r["value"],
                 *(r["params"].get(p, "") for p in params),
                 " ".join(str(f) for f in r["fold_f1"]),
+                *("" if r[key] is None else r[key] for key in COST_KEYS),
+                r["cost_device"] or "",
+                r["feasible"],
                 "" if r["duration_s"] is None else r["duration_s"],
                 r["worker"] or "",
                 r["origin"] or "",

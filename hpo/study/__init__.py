@@ -16,6 +16,15 @@ from hpo.study._create import (
     storage_url,
     study_lock,
 )
+from hpo.study._limits import (
+    BEFORE_TRAINING,
+    LIMIT_METRICS,
+    best_feasible,
+    constraint_values,
+    is_feasible,
+    over_limit,
+    parse_limits,
+)
 from hpo.study._samplers import (
     FOLD_LEVEL_PRUNERS,
     PRUNERS,
@@ -36,10 +45,12 @@ from hpo.study._status import (
 )
 
 __all__ = [
+    "BEFORE_TRAINING",
     "DEFAULT_ARTIFACTS",
     "ETA",
     "FOLD_LEVEL_PRUNERS",
     "KEEP_PAUSED",
+    "LIMIT_METRICS",
     "PRUNERS",
     "SAMPLERS",
     "WILCOXON_MIN_FOLDS",
@@ -50,14 +61,19 @@ __all__ = [
     "StudyStatus",
     "StudySummary",
     "artifact_location",
+    "best_feasible",
     "budget_lock",
     "build_pruner",
     "build_sampler",
+    "constraint_values",
     "create_study",
     "delete_study",
     "in_top",
+    "is_feasible",
     "load_spec",
     "open_study",
+    "over_limit",
+    "parse_limits",
     "rung_steps",
     "rung_values",
     "storage_url",

@@ -14,6 +14,7 @@ import optuna
 from hpo.errors import UserError
 from hpo.records import StudyRecord, study_record, write_study
 from hpo.space import SearchSpace, load_space
+from hpo.study._limits import cost_limits
 from hpo.study._preflight import preflight
 from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.study._spec import KEEP_PAUSED, StudySpec, spec_differences
@@ -74,6 +75,7 @@ def create_study(
     warm_start: Sequence[str] = (),
     warm_storage: str | None = None,
     on_note: Callable[[str], None] = log.info,
+    limits: Sequence[str] = (),
 ) -> tuple[optuna.Study, bool]:
     """Create study ``name`` or reuse it when it was made from the same inputs; returns (study, created).
 
@@ -88,6 +90,7 @@ def create_study(
     ``warm_storage``, else the same storage), then the space's starts (``starts=False``: none), then
     the sampler's; finished trials of an earlier study on the same data are added with their results
     (see :mod:`hpo.study._warm`). ``on_note`` gets one line for each thing worth saying about them.
+    ``limits``: ``METRIC=VALUE`` caps on what a trial's model may cost (``--limit``, hpo.study._limits).
     """
     if not plots and artifacts is not None:
         raise UserError("--artifacts is where trial plots go; leave it out with --no-plots")
@@ -114,7 +117,10 @@ def create_study(
             WILCOXON_MIN_FOLDS,
         )
     weights = preflight(loaded_space, base, table, space_arg=str(space), data_arg=data)
-    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, keep_paused)
+    cost = cost_limits(
+        limits, loaded_space, base, sampler=sampler, classes=len(table.classes), space_arg=str(space)
+    )
+    spec = StudySpec(loaded_space, base, table.fingerprint(), sampler, pruner, seed, keep_paused, limits=cost)
     url = storage_url(storage)
     seeds = plan_seeds(  # read before anything is created: a bad earlier study leaves nothing behind
         spec,

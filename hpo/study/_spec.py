@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.errors import UserError
@@ -23,7 +23,8 @@ _SHOWN = 3  # space settings named in a conflict; the rest are counted
 
 @dataclass(frozen=True)
 class StudySpec:
-    """What a study is: space, base config, data fingerprint, sampler and pruner names, seed."""
+    """What a study is: space, base config, data fingerprint, sampler and pruner names, seed, and the
+    limits on what its models may cost (metric -> maximum, hpo.study._limits)."""
 
     space: SearchSpace
     base: RunConfig
@@ -33,6 +34,7 @@ class StudySpec:
     seed: int
     # --pruner asha: paused trials whose checkpoints are kept at most (the worst-ranked go first)
     keep_paused: int = KEEP_PAUSED
+    limits: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,7 @@ class StudySpec:
             "pruner": self.pruner,
             "seed": self.seed,
             "keep_paused": self.keep_paused,
+            "limits": dict(self.limits),
         }
 
     @classmethod
@@ -55,6 +58,7 @@ class StudySpec:
             pruner=raw["pruner"],
             seed=int(raw["seed"]),
             keep_paused=int(raw.get("keep_paused", KEEP_PAUSED)),  # studies made before the option
+            limits={k: float(v) for k, v in raw.get("limits", {}).items()},  # none before studies had limits
         )
 
     def check_data(self, table: ImageTable, source: str) -> None:
@@ -99,6 +103,8 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out.append(f"{key} {_shown(old[key])} (now {_shown(new[key])})")
     if (kept := old.get("keep_paused", KEEP_PAUSED)) != new.get("keep_paused", KEEP_PAUSED):
         out.append(f"keep_paused {kept} (now {new.get('keep_paused', KEEP_PAUSED)})")
+    if (old_limits := old.get("limits") or None) != (new_limits := new.get("limits") or None):
+        out.append(f"limits {_shown(old_limits)} (now {_shown(new_limits)})")
     return out
 
 

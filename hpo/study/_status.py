@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.optuna_compat import finished_seconds, origin_counts, study_id, study_storage, trial_counts
 from hpo.records import (
+    COST_KEYS,
     ORIGIN_KINDS,
     Progress,
     StudyRecord,
@@ -25,6 +26,7 @@ from hpo.records import (
     trial_record,
     unbudgeted,
 )
+from hpo.study._limits import best_feasible, is_feasible
 
 __all__ = [
     "FailureGroup",
@@ -76,6 +78,9 @@ class StudyStatus:
     # trials by where they came from: warm, start, sampled, copied (hpo.records, origin)
     origins: dict[str, int] = field(default_factory=dict)
     copied: int = 0  # finished trials copied from earlier studies: in counts, not in finished
+    limits: dict[str, float] = field(default_factory=dict)  # the study's cost limits; best = best feasible
+    infeasible: int = 0  # complete trials over a limit (latency_ms): never the best
+    cost_devices: list[str] = field(default_factory=list)  # where the complete trials' latency was measured
 
     @property
     def workers(self) -> list[str]:
@@ -95,6 +100,9 @@ class StudyStatus:
             "running": [asdict(r) for r in self.running],
             "workers": self.workers,
             "failures": [asdict(f) for f in self.failures],
+            "limits": self.limits,
+            "infeasible": self.infeasible,
+            "cost_devices": self.cost_devices,
             "mean_trial_s": self.mean_trial_s,
             "eta_s": self.eta_s,
         }
@@ -105,10 +113,13 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
     failed trials whole (counts, best trial and durations come from light queries)."""
     storage, sid = study_storage(study, cached=False), study_id(study)
     counts = {state.name.lower(): n for state, n in trial_counts(storage, sid).items()}
-    try:
-        best: FrozenTrial | None = storage.get_best_trial(sid)
-    except ValueError:  # no complete trial yet
-        best = None
+    record = study_record(study)
+    best, limits = _best(storage, sid, record)
+    infeasible, devices = 0, set()
+    if limits:  # the complete trials are read whole only for a study with limits
+        for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,)):
+            infeasible += not is_feasible(t)
+            devices.add(trial_record(t).get("cost_device"))
     now = dt.datetime.now()
     running = [
         RunningTrial(
@@ -126,7 +137,6 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         finished_trials = storage.get_all_trials(sid, deepcopy=False, states=_FINISHED)
         seconds = [t.duration.total_seconds() for t in finished_trials if t.duration]
     mean_s = statistics.fmean(seconds) if seconds else None
-    record = study_record(study)
     finished = counts.get("complete", 0) + counts.get("pruned", 0) - unbudgeted(record)
     eta = None
     if target is not None and mean_s is not None:
@@ -146,6 +156,9 @@ def study_status(study: optuna.Study, *, target: int | None = None) -> StudyStat
         pauses=_pauses(record, storage, sid),
         origins=_by_kind(origin_counts(storage, sid, "origin")),
         copied=record.get("copied", 0),
+        limits=limits,
+        infeasible=infeasible,
+        cost_devices=sorted(d for d in devices if d),
     )
 
 
@@ -167,6 +180,21 @@ def _by_kind(origins: dict[str, int]) -> dict[str, int]:
     for origin, n in origins.items():
         kinds[origin_kind(origin)] = kinds.get(origin_kind(origin), 0) + n
     return {kind: n for kind, n in kinds.items() if n}
+
+
+def _best(
+    storage: BaseStorage, sid: int, record: dict[str, Any]
+) -> tuple[FrozenTrial | None, dict[str, float]]:
+    """The best complete trial, feasible under the study's limits when it has any; and the limits."""
+    limits = dict((record.get("foldtune") or {}).get("limits") or {})
+    if limits:
+        return best_feasible(
+            storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,))
+        ), limits
+    try:
+        return storage.get_best_trial(sid), limits
+    except ValueError:  # no complete trial yet
+        return None, limits
 
 
 def _failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
@@ -215,11 +243,8 @@ def study_summaries(storage: BaseStorage) -> list[StudySummary]:
     for frozen in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
         study_id = storage.get_study_id_from_name(frozen.study_name)
         counts = {state.name.lower(): n for state, n in trial_counts(storage, study_id).items()}
-        try:
-            best: FrozenTrial | None = storage.get_best_trial(study_id)
-        except ValueError:  # no complete trial yet
-            best = None
         record = study_record(frozen)
+        best, _ = _best(storage, study_id, record)
         summaries.append(
             StudySummary(
                 name=frozen.study_name,
@@ -240,8 +265,9 @@ def study_summaries(storage: BaseStorage) -> list[StudySummary]:
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """Number, state, value, params, fold F1s, duration, worker, fail/prune reason of every trial, and
-    the paused trial it continues (``--pruner asha``)."""
+    """Number, state, value, params, fold F1s, cost figures (``feasible`` under the study's limits),
+    duration, worker, fail/prune reason, origin, and the paused trial it continues (``--pruner asha``)
+    of every trial."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         record = trial_record(t)
@@ -252,6 +278,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "value": t.value,
                 "params": dict(t.params),
                 "fold_f1": record.get("fold_f1", []),
+                **{key: record.get(key) for key in COST_KEYS},
+                "cost_device": record.get("cost_device"),
+                "feasible": is_feasible(t),
                 "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
                 "worker": record.get("worker"),
                 "origin": record.get("origin"),

@@ -13,7 +13,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import UserError, short_error
-from hpo.records import study_record, trial_record, unbudgeted
+from hpo.records import COST_KEYS, study_record, trial_record, unbudgeted
+from hpo.study import is_feasible
 from hpo.tracking._mlflow import StudyTracking, flat_params, study_tracking
 from hpo.tracking._observers import TrialObserver
 from storage import redact
@@ -75,7 +76,11 @@ def finish_study_run(study: optuna.Study, *, budget: int | None) -> bool:
         run = client.get_run(run_id)
         if run.info.status == "FINISHED" and run.data.tags.get("foldtune.state") == BUDGET_MET:
             return True
-        complete = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+        complete = [
+            t.value
+            for t in finished
+            if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)  # within the limits
+        ]
         if complete:
             client.log_metric(run_id, "best_cv_f1", max(complete))
         client.log_metric(run_id, "finished_trials", counted)
@@ -222,9 +227,15 @@ class MlflowObserver(TrialObserver):
         def log_end(run_id: str) -> None:
             if value is not None:
                 self.client.log_metric(run_id, "cv_f1", value)
-            std = trial_record(trial).get("f1_std")
+            record = trial_record(trial)
+            std = record.get("f1_std")
             if std is not None:
                 self.client.log_metric(run_id, "f1_std", float(std))
+            for key in COST_KEYS:  # what the trial's model costs to serve
+                if (figure := record.get(key)) is not None:
+                    self.client.log_metric(run_id, key, float(figure))
+            if device := record.get("cost_device"):
+                self.client.set_tag(run_id, "foldtune.cost_device", device)
             self.client.set_tag(run_id, "foldtune.state", state.name.lower())
             if reason:
                 self.client.set_tag(run_id, "foldtune.reason", redact(reason)[:5000])

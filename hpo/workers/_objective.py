@@ -39,6 +39,7 @@ from hpo.optuna_compat import stored_trial
 from hpo.records import SAMPLED, Progress, TrialRecord, trial_record, write_trial
 from hpo.study import ETA, FOLD_LEVEL_PRUNERS, StudySpec, rung_steps
 from hpo.tracking import TrialObserver
+from hpo.workers._cost import measure_trial
 from hpo.workers._failures import FailureLog
 from hpo.workers._promotion import (
     CONTINUES,
@@ -130,6 +131,11 @@ class Objective:
             )
         self.observer.on_trial_start(trial, config)
         try:
+            n_classes, device = load_data(config.data).n_classes, self.base.budget.device
+            if over := measure_trial(
+                trial, config, limits=self.spec.limits, num_classes=n_classes, device=device
+            ):
+                raise optuna.TrialPruned(over)  # the config alone breaks a limit: pruned before step 1
             value = self._run_folds(trial, config, ckpt_dir, continued)
         except DivergedError as exc:
             write_trial(trial, {"prune_reason": str(exc)})

@@ -410,10 +410,14 @@ class _TrialLine:
         record = trial_record(trial)
         took = f"{trial.duration.total_seconds():.0f} s" if trial.duration else "?"
         if trial.state == TrialState.COMPLETE:
-            best = study.best_trial
+            try:
+                best = study.best_trial  # the best feasible one: Optuna honours the trials' constraints
+                so_far = f"best {best.value:.4f} (trial {best.number})"
+            except ValueError:
+                so_far = "no trial within the study's limits yet"
             line = (
-                f"trial {trial.number} complete: macro-F1 {trial.value:.4f}, best {best.value:.4f} "
-                f"(trial {best.number}), {took} on {self.worker}"
+                f"trial {trial.number} complete: macro-F1 {trial.value:.4f}, {so_far}, "
+                f"{took} on {self.worker}"
             )
         elif trial.state == TrialState.PRUNED:
             line = (
