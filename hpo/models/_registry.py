@@ -18,7 +18,7 @@ from pathlib import Path
 from hpo.errors import UserError, short_error
 from hpo.mlflow_compat import LOGGED_MODEL_VERSIONS_TAG
 from hpo.models._bundle import find_bundle
-from hpo.tracking import client, resolve_tracking_uri
+from hpo.tracking import CV_F1, client, resolve_tracking_uri
 from storage import redact
 
 __all__ = ["CHAMPION", "Registered", "download_model", "parse_model_uri", "register_version"]
@@ -79,7 +79,7 @@ def register_version(
         name,
         source=model_uri,
         run_id=run_id,
-        tags={**tags, "cv_f1": repr(float(cv_f1))},
+        tags={**tags, CV_F1: repr(float(cv_f1))},  # the version's tag, named as the runs' metric
         model_id=model_id,
     ).version
     if model_id is not None:
@@ -135,7 +135,7 @@ def _champion(mlflow_client, name: str):
 
 def _cv_f1(version) -> float | None:
     try:
-        value = float(version.tags.get("cv_f1", "nan"))
+        value = float(version.tags.get(CV_F1, "nan"))
     except ValueError:
         return None
     return None if math.isnan(value) else value
