@@ -32,6 +32,17 @@ OnFold = Callable[[int, str, float], None]
 
 
 @dataclass(frozen=True)
+class _Seed:
+    """Where one seed's fits write: checkpoints, metrics under ``tag``, progress lines through ``say``."""
+
+    workdir: Path
+    tag: str  # trial<n>, or trial<n>/seed<s> with several seeds
+    say: str  # "{}", or "seed <s>, {}" with several seeds
+    run: RunLog
+    on_fold: OnFold | None
+
+
+@dataclass(frozen=True)
 class Retrained:
     """One trial retrained: its members, out-of-fold probabilities (folds mode) and epoch history."""
 
@@ -65,9 +76,7 @@ def retrain_trial(
         tag = key(trial_key(t.number), seed_key(seed)) if seeds > 1 else trial_key(t.number)
         say = (f"seed {seed}, " if seeds > 1 else "") + "{}"
         fits = _retrain_full if mode == "full" else _retrain_folds
-        got, oof, seen = fits(
-            t, seeded, data, workdir=workdir / f"seed-{seed}", tag=tag, say=say, run=run, on_fold=on_fold
-        )
+        got, oof, seen = fits(t, seeded, data, _Seed(workdir / f"seed-{seed}", tag, say, run, on_fold))
         members += got
         if oof is not None:
             oofs.append(oof)
@@ -80,24 +89,16 @@ def retrain_trial(
 
 
 def _retrain_folds(
-    t: FrozenTrial,
-    config: RunConfig,
-    data: LoadedData,
-    *,
-    workdir: Path,
-    tag: str,
-    say: str,
-    run: RunLog,
-    on_fold: OnFold | None,
+    t: FrozenTrial, config: RunConfig, data: LoadedData, seed: _Seed
 ) -> tuple[list[Member], np.ndarray, dict[int, list[EpochStats]]]:
     history: dict[int, list[EpochStats]] = {}
 
     def on_epoch(fold: Fold, stats: EpochStats) -> None:
         history.setdefault(fold.index, []).append(stats)
-        run.log_metrics(epoch_metrics(key(tag, fold_key(fold.number)), stats), step=stats.epoch)
+        seed.run.log_metrics(epoch_metrics(key(seed.tag, fold_key(fold.number)), stats), step=stats.epoch)
 
     members, results = [], []
-    for result in cross_validate(config, data=data, on_epoch=on_epoch, checkpoint_dir=workdir):
+    for result in cross_validate(config, data=data, on_epoch=on_epoch, checkpoint_dir=seed.workdir):
         results.append(result)
         fold, fit_result = result.fold, result.fit
         assert fit_result.checkpoint is not None  # cross_validate was given a checkpoint_dir
@@ -107,22 +108,14 @@ def _retrain_folds(
                 state, trial=t.number, fold=fold.index, cv_f1=t.value, epochs=fit_result.best_epoch
             )
         )
-        run.log_metrics({key(tag, fold_key(fold.number), BEST_F1): fit_result.best_f1})
-        if on_fold is not None:
-            on_fold(t.number, say.format(f"fold {fold.number}/{fold.count}"), fit_result.best_f1)
+        seed.run.log_metrics({key(seed.tag, fold_key(fold.number), BEST_F1): fit_result.best_f1})
+        if seed.on_fold is not None:
+            seed.on_fold(t.number, seed.say.format(f"fold {fold.number}/{fold.count}"), fit_result.best_f1)
     return members, out_of_fold(results, len(data.table), data.n_classes), history
 
 
 def _retrain_full(
-    t: FrozenTrial,
-    config: RunConfig,
-    data: LoadedData,
-    *,
-    workdir: Path,
-    tag: str,
-    say: str,
-    run: RunLog,
-    on_fold: OnFold | None,
+    t: FrozenTrial, config: RunConfig, data: LoadedData, seed: _Seed
 ) -> tuple[list[Member], None, dict[int, list[EpochStats]]]:
     history: dict[int, list[EpochStats]] = {}
     record = trial_record(t)
@@ -136,8 +129,8 @@ def _retrain_full(
     def on_epoch(stats: EpochStats) -> None:
         history.setdefault(0, []).append(stats)
         # its "validation" images are training images: epoch_metrics names their scores so
-        metrics = epoch_metrics(key(tag, "full"), stats, on_training_images=True)
-        run.log_metrics(metrics, step=stats.epoch)
+        metrics = epoch_metrics(key(seed.tag, "full"), stats, on_training_images=True)
+        seed.run.log_metrics(metrics, step=stats.epoch)
 
     everything = np.arange(len(data.table), dtype=np.int64)
     result = fit(
@@ -145,13 +138,13 @@ def _retrain_full(
         everything,
         train_subset(len(data.table)),
         on_epoch=on_epoch,
-        checkpoint_dir=workdir / "full",
+        checkpoint_dir=seed.workdir / "full",
         data=data,
     )
-    state = load_checkpoint(workdir / "full" / "best.pt")  # config, classes, mean/std
-    state["model"] = load_checkpoint(workdir / "full" / "last.pt")["model"]  # the final epoch's weights
-    if on_fold is not None:
-        on_fold(t.number, say.format("all data, on its training images"), result.history[-1].f1)
+    state = load_checkpoint(seed.workdir / "full" / "best.pt")  # config, classes, mean/std
+    state["model"] = load_checkpoint(seed.workdir / "full" / "last.pt")["model"]  # the final epoch's weights
+    if seed.on_fold is not None:
+        seed.on_fold(t.number, seed.say.format("all data, on its training images"), result.history[-1].f1)
     member = Member.from_checkpoint(state, trial=t.number, fold=None, cv_f1=t.value, epochs=epochs)
     return [member], None, history
 
