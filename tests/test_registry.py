@@ -132,8 +132,9 @@ def test_one_parent_run_with_a_child_run_per_trial(env: Env) -> None:
         for fold in (1, 2):  # numbered from 1, as everywhere users read them
             history = client.get_metric_history(run.info.run_id, f"fold{fold}/f1")
             assert [m.step for m in history] == [1, 2, 3]  # every epoch, stepped by epoch
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "f1")]
-        assert steps == [1, 2, 3, 4, 5, 6]  # the pruner's step: fold * max_epochs + epoch
+        # each epoch's F1 is logged once, as fold<k>/f1, and each fold's best once, as fold<k>/best_f1
+        assert not {"f1", "fold_f1"} & set(run.data.metrics)
+        assert {"fold1/best_f1", "fold2/best_epoch", "f1_std"} <= set(run.data.metrics)
         assert download_json(env, run.info.run_id, "config.json") == t.user_attrs["config"]
         # the same figures as on the dashboard, per fold and for the trial
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= TRIAL_FIGURES

@@ -91,15 +91,14 @@ def retrain(
     device: DeviceOpt = "auto",
 ) -> None:
     """Retrain the best trials from their stored configs, log to MLflow, register, maybe promote."""
-    from hpo.models import retrain as run_retrain
+    from hpo.models import RetrainOptions, retrain as run_retrain
 
     _quiet_mlflow()
 
     def on_fold(number: int, what: str, f1: float) -> None:
         err.print(f"trial {number} {what}: macro-F1 {f1:.4f}")
 
-    result = run_retrain(
-        name,
+    options = RetrainOptions(
         storage=storage,
         top_k=top_k,
         trial=trial,
@@ -111,9 +110,8 @@ def retrain(
         force=force,
         data=data,
         device=device,
-        on_fold=on_fold,
     )
-    print_retrain(result)
+    print_retrain(run_retrain(name, options, on_fold=on_fold))
 
 
 def print_retrain(result) -> None:

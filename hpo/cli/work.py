@@ -205,14 +205,13 @@ def _retrain_and_predict(study: str, url: str, data: str, tracking, registered_m
     import os
     from pathlib import Path
 
-    from hpo.models import predict, retrain
+    from hpo.models import RetrainOptions, predict, retrain
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     console.print("\nretraining the best trial's folds as an ensemble ...")
     result = retrain(
         study,
-        storage=url,
-        registered_model=registered_model,
+        RetrainOptions(storage=url, registered_model=registered_model),
         on_fold=lambda n, what, f1: err.print(f"trial {n} {what}: macro-F1 {f1:.4f}"),
     )
     print_retrain(result)

@@ -3,7 +3,8 @@
 - the bundle format (:class:`Bundle`, :func:`save_bundle`, :func:`load_bundle`): member weights as
   safetensors plus a JSON description; it imports neither MLflow nor pandas;
 - :class:`Ensemble`, :func:`predict` and :func:`evaluate`: fold/top-k soft or hard vote with TTA;
-- :func:`retrain`: best trials -> members -> an MLflow run with figures -> a registered version;
+- :func:`retrain` (:class:`RetrainOptions`): plan -> train -> pick -> package -> register: best
+  trials -> members -> the picked ensemble -> a bundle -> a logged, registered version;
 - the registry (:func:`register_version`, :func:`download_model`): the ``champion`` alias moves only
   for a better CV macro-F1.
 
@@ -27,7 +28,8 @@ from hpo.models._bundle import (
 from hpo.models._ensemble import Ensemble, combine, tta_view
 from hpo.models._predict import PredictResult, atomic_output, evaluate, predict
 from hpo.models._registry import CHAMPION, Registered, download_model, parse_model_uri, register_version
-from hpo.models._retrain import MODES, RetrainResult, retrain, select_trials
+from hpo.models._retrain import RetrainResult, retrain
+from hpo.models._retrain_plan import MODES, RetrainOptions, select_trials
 
 __all__ = [
     "BUNDLE_FILE",
@@ -41,6 +43,7 @@ __all__ = [
     "Member",
     "PredictResult",
     "Registered",
+    "RetrainOptions",
     "RetrainResult",
     "atomic_output",
     "build_member_model",

@@ -21,6 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpo.tracking import (
+    BIASED_HELDOUT_OOF_F1,
+    BIASED_OOF_F1,
+    ENSEMBLE_OOF_F1,
+    OOF_F1,
+    WEIGHT,
+    RunLog,
+    key,
+    trial_key,
+)
 from training.ensembling import apply_bias, blend_probs, fit_class_bias, heldout_bias_f1, select_ensemble
 from training.metrics import macro_f1
 
@@ -81,15 +91,13 @@ def pick_ensemble(
     )
 
 
-def log_oof_ensemble(picked: OofEnsemble) -> None:
-    import mlflow
-
-    metrics = {f"trial{t}/oof_f1": f for t, f in picked.member_f1.items()}
-    metrics |= {f"trial{t}/weight": w for t, w in picked.weights.items()}
+def log_oof_ensemble(run: RunLog, picked: OofEnsemble) -> None:
+    metrics = {key(trial_key(t), OOF_F1): f for t, f in picked.member_f1.items()}
+    metrics |= {key(trial_key(t), WEIGHT): w for t, w in picked.weights.items()}
     metrics |= {
-        "ensemble_oof_f1": picked.ensemble_f1,
-        "biased_oof_f1": picked.biased_f1,
-        "biased_heldout_oof_f1": picked.heldout_biased_f1,
+        ENSEMBLE_OOF_F1: picked.ensemble_f1,
+        BIASED_OOF_F1: picked.biased_f1,
+        BIASED_HELDOUT_OOF_F1: picked.heldout_biased_f1,
     }
-    mlflow.log_metrics(metrics)
-    mlflow.log_dict({**picked.to_dict(), "bias": list(picked.bias)}, "ensemble.json")
+    run.log_metrics(metrics)
+    run.log_dict({**picked.to_dict(), "bias": list(picked.bias)}, "ensemble.json")

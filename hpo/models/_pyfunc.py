@@ -10,16 +10,19 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from hpo.errors import UserError
-from hpo.models._bundle import Bundle, load_bundle, save_bundle
+from hpo.models._bundle import Bundle, load_bundle
 from hpo.models._ensemble import Ensemble
 from training.cache import decode_image
+
+if TYPE_CHECKING:  # a served model loads this module: it needs nothing of tracking
+    from hpo.tracking import RunLog
 
 __all__ = ["BundleModel", "log_bundle_model", "model_signature"]
 
@@ -101,20 +104,26 @@ def _rewound(sources: list) -> list:
     return sources
 
 
-def log_bundle_model(bundle: Bundle, workdir: Path, *, example_image: bytes):
-    """Log ``bundle`` as the pyfunc model ``model`` of the active MLflow run; returns MLflow's ModelInfo."""
+def log_bundle_model(
+    bundle: Bundle, bundle_dir: Path, *, example_image: bytes, run: RunLog, tracking_uri: str
+):
+    """Log the saved bundle ``bundle_dir`` as the pyfunc model ``model`` of ``run``; returns MLflow's
+    ModelInfo. MLflow logs a model only into its "active run", so the run is made active for this
+    one call (leaving it marks the run FINISHED; the caller sets its final status)."""
     import mlflow
 
-    bundle_dir = save_bundle(bundle, workdir / "bundle")
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(_ENTRY),
-        artifacts={"bundle": str(bundle_dir)},
-        signature=model_signature(bundle),
-        input_example=pd.DataFrame({"image": [example_image]}),
-        pip_requirements=_requirements(),
-        metadata={"foldtune": {k: v for k, v in bundle.describe().items() if k != "members"}},
-    )
+    from hpo.tracking import mlflow_uris
+
+    with mlflow_uris(tracking_uri), mlflow.start_run(run_id=run.run_id):
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(_ENTRY),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=model_signature(bundle),
+            input_example=pd.DataFrame({"image": [example_image]}),
+            pip_requirements=_requirements(),
+            metadata={"foldtune": {k: v for k, v in bundle.describe().items() if k != "members"}},
+        )
 
 
 def _requirements() -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from hpo.errors import UserError, short_error
 from hpo.mlflow_compat import LOGGED_MODEL_VERSIONS_TAG
 from hpo.models._bundle import find_bundle
-from hpo.tracking import client, resolve_tracking_uri
+from hpo.tracking import CV_F1, client, mlflow_uris, resolve_tracking_uri
 from storage import redact
 
 __all__ = ["CHAMPION", "Registered", "download_model", "parse_model_uri", "register_version"]
@@ -75,13 +75,15 @@ def register_version(
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise UserError(f"cannot create registered model '{name}': {short_error(exc)}") from None
-    version = mlflow_client.create_model_version(
-        name,
-        source=model_uri,
-        run_id=run_id,
-        tags={**tags, "cv_f1": repr(float(cv_f1))},
-        model_id=model_id,
-    ).version
+    # MLflow resolves a ``models:/<model id>`` source through its global tracking URI, not the client's
+    with mlflow_uris(tracking_uri):
+        version = mlflow_client.create_model_version(
+            name,
+            source=model_uri,
+            run_id=run_id,
+            tags={**tags, CV_F1: repr(float(cv_f1))},  # the version's tag, named as the runs' metric
+            model_id=model_id,
+        ).version
     if model_id is not None:
         _link_logged_model(mlflow_client, model_id, name, str(version))
     with lock or nullcontext():
@@ -135,7 +137,7 @@ def _champion(mlflow_client, name: str):
 
 def _cv_f1(version) -> float | None:
     try:
-        value = float(version.tags.get("cv_f1", "nan"))
+        value = float(version.tags.get(CV_F1, "nan"))
     except ValueError:
         return None
     return None if math.isnan(value) else value

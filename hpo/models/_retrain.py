@@ -1,5 +1,9 @@
 """``hpo retrain``: re-run the best trials from their stored configs, log everything to MLflow, register.
 
+In steps, each logging what it makes to the retrain run: :func:`plan` (``_retrain_plan``) ->
+:func:`train` -> :func:`pick` -> :func:`package` -> :func:`register`. The run is written through
+the ``MlflowClient`` by its id (:class:`hpo.tracking.RunLog`), as the trial runs are.
+
 Modes:
 
 - ``folds``: train every CV fold again (the study's folds: same ``cv.folds`` and ``cv.seed``) and keep
@@ -16,47 +20,45 @@ from retraining on data the model has seen.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
-from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import UserError
-from hpo.models._bundle import Bundle, Member, default_tta
+from hpo.models._bundle import Bundle, Member, default_tta, save_bundle
 from hpo.models._ensemble import Ensemble
 from hpo.models._figures import optuna_plots, report_text
-from hpo.models._oof import BIAS_CHOICES, OofEnsemble, log_oof_ensemble, pick_ensemble
+from hpo.models._oof import OofEnsemble, log_oof_ensemble, pick_ensemble
 from hpo.models._registry import Registered, register_version
 from hpo.models._retrain_fits import OnFold, Retrained, retrain_trial, train_subset
-from hpo.records import trial_record
-from hpo.study import StudySpec, open_study, storage_url, study_lock
+from hpo.models._retrain_plan import RetrainOptions, RetrainPlan, plan
+from hpo.study import study_lock
 from hpo.tracking import (
-    client,
-    experiment_id_for,
+    BEST_CV_F1,
+    CV_F1,
+    OOF,
+    TRAIN,
+    RunLog,
     flat_params,
-    mlflow_uris,
+    key,
     plot_confusion,
     plot_curves,
-    resolve_tracking_uri,
-    study_tracking,
+    report_metrics,
+    trial_key,
 )
 from storage import redact
 from training.batches import LoadedData, load_data
-from training.config import RunConfig, apply_overrides
 from training.cv import split
-from training.data import is_sample
 from training.metrics import classification_report
 
-__all__ = ["MODES", "RetrainResult", "retrain", "select_trials"]
+__all__ = ["Packaged", "Picked", "RetrainResult", "package", "pick", "register", "retrain", "train"]
 
 log = logging.getLogger(__name__)
-
-MODES = ("folds", "full")
 
 
 @dataclass(frozen=True)
@@ -80,198 +82,57 @@ class RetrainResult:
 
 
 @dataclass(frozen=True)
-class _Target:
-    """Where the retrain run goes: under the study's run when the study tracks to this URI."""
+class Picked:
+    """What goes into the bundle, and how well it scores."""
 
-    uri: str
-    client: Any  # MlflowClient
-    experiment_id: str
-    parent_run_id: str | None
+    ensemble: OofEnsemble | None  # folds mode: the trials' weights and class bias; None: all alike
+    report: dict[str, Any]  # out-of-fold (folds mode), or on training images (full mode)
 
 
-def select_trials(
-    study: optuna.Study, *, top_k: int = 1, trial: int | None = None, twins: dict[int, int] | None = None
-) -> list[FrozenTrial]:
-    """The ``top_k`` best complete trials with distinct params, or trial number ``trial``.
-
-    A trial whose params repeat a better one's would only add a copy to the ensemble: it is skipped,
-    and noted in ``twins`` (skipped trial -> the better one).
-    """
-    if trial is not None:
-        found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
-        if not found:
-            raise UserError(
-                f"--trial: study '{study.study_name}' has no trial {trial}; "
-                f"see `hpo status {study.study_name}`"
-            )
-        if found[0].state != TrialState.COMPLETE:
-            raise UserError(
-                f"--trial: trial {trial} of '{study.study_name}' is {found[0].state.name.lower()}, not "
-                "complete, so it has no CV F1; pick a complete trial (see `hpo status`)"
-            )
-        chosen = found
-    else:
-        if top_k < 1:
-            raise UserError(f"--top-k: {top_k} must be at least 1")
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not complete:
-            raise UserError(
-                f"study '{study.study_name}' has no completed trials yet; run "
-                f"`hpo worker {study.study_name}` until one completes, then retrain"
-            )
-        chosen, seen = [], {}
-        for t in sorted(complete, key=lambda t: (-(t.value or 0.0), t.number)):
-            key = repr(sorted(t.params.items()))
-            if key in seen:
-                if twins is not None and len(chosen) < top_k:
-                    twins[t.number] = seen[key]
-                continue
-            seen[key] = t.number
-            if len(chosen) < top_k:
-                chosen.append(t)
-    for t in chosen:
-        if "config" not in trial_record(t):
-            raise UserError(
-                f"trial {t.number} of '{study.study_name}' has no stored config; retrain another trial"
-            )
-    return chosen
+@dataclass(frozen=True)
+class Packaged:
+    bundle: Bundle
+    directory: Path  # the saved bundle
+    example_image: bytes  # what the pyfunc's `image` column takes
 
 
 def retrain(
-    name: str,
-    *,
-    storage: str | None = None,
-    top_k: int = 1,
-    trial: int | None = None,
-    mode: str = "folds",
-    seeds: int = 1,
-    bias: str = "auto",
-    registered_model: str | None = None,
-    tracking_uri: str | None = None,
-    force: bool = False,
-    data: str | None = None,
-    device: str = "auto",
-    on_fold: OnFold | None = None,
+    name: str, options: RetrainOptions | None = None, *, on_fold: OnFold | None = None
 ) -> RetrainResult:
     """Retrain, log to MLflow (under the study's parent run when it is tracked), register, maybe promote.
 
-    Each trial trains with ``seeds`` seeds. In folds mode the trials' out-of-fold predictions pick
-    the ensemble's weights and its class bias (``hpo.models._oof``; ``bias``: auto keeps it only when it
-    beats the plain blend on folds it was not fitted on, on always keeps it, off never).
-
-    Tracking URI: ``tracking_uri``, then the study's, then ``MLFLOW_TRACKING_URI``, then the local store.
+    Each trial trains with ``options.seeds`` seeds. In folds mode the trials' out-of-fold predictions
+    pick the ensemble's weights and its class bias (``hpo.models._oof``). ``on_fold`` hears each
+    fold's (or full fit's) F1 as it ends.
     """
-    import mlflow
-
-    from hpo.models._pyfunc import log_bundle_model  # MLflow's pyfunc loads only where a model is logged
-
-    if mode not in MODES:
-        raise UserError(f"--mode: unknown '{mode}'; use one of: {', '.join(MODES)}")
-    if seeds < 1:
-        raise UserError(f"--seeds: {seeds} must be at least 1")
-    if bias not in BIAS_CHOICES:
-        raise UserError(f"--bias: unknown '{bias}'; use one of: {', '.join(BIAS_CHOICES)}")
-    url = storage_url(storage)
-    study, spec = open_study(name, url)
-    twins: dict[int, int] = {}
-    trials = select_trials(study, top_k=top_k, trial=trial, twins=twins)
-    for skipped, better in twins.items():
-        log.info("trial %d skipped: its params repeat trial %d's", skipped, better)
-    target = _target(study, tracking_uri)  # fails fast, before any training, when MLflow is unreachable
-    configs = [_trial_config(t, spec, data=data, device=device) for t in trials]
-    numbers = [t.number for t in trials]
-    label = f"trial-{numbers[0]}" if len(trials) == 1 else f"top{len(trials)}"
-    cv_f1 = float(trials[0].value or 0.0)
-    tags = {
-        "foldtune.study": name,
-        "foldtune.kind": "retrain",
-        "foldtune.trials": ",".join(map(str, numbers)),
-        "foldtune.mode": mode,
-        "foldtune.seeds": str(seeds),
-        "foldtune.storage": redact(url),
-    }
-    if target.parent_run_id is not None:
-        tags["mlflow.parentRunId"] = target.parent_run_id
-
-    with mlflow_uris(target.uri), tempfile.TemporaryDirectory(prefix="hpo-retrain-") as tmp_name:
+    planned = plan(name, options or RetrainOptions())
+    with _run(planned) as run, tempfile.TemporaryDirectory(prefix="hpo-retrain-") as tmp_name:
         tmp = Path(tmp_name)
-        with mlflow.start_run(
-            experiment_id=target.experiment_id, run_name=f"retrain {label} ({mode})", tags=tags
-        ) as run:
-            _log_inputs(trials, configs, mode=mode, cv_f1=cv_f1)
-            retrained = [
-                retrain_trial(
-                    t, config, mode=mode, seeds=seeds, workdir=tmp / f"trial-{t.number}", on_fold=on_fold
-                )
-                for t, config in zip(trials, configs, strict=True)
-            ]
-            picked = None
-            if mode == "folds":
-                data_ = retrained[0].data
-                picked = pick_ensemble(
-                    [r.oof for r in retrained if r.oof is not None],
-                    data_.table.labels,
-                    trials=numbers,
-                    folds=[fold.val_idx for fold in split(configs[0], data_)],
-                    bias=bias,
-                )
-                log_oof_ensemble(picked)
-            report = _log_evaluation(
-                retrained, picked, title=f"{name} {label} ({mode}{_seeds(seeds)})", mode=mode
-            )
-            _log_study_plots(study, tmp / "optuna", target, cv_f1=cv_f1)
-            info = {
-                "study": name,
-                "trials": numbers,
-                "mode": mode,
-                "seeds": seeds,
-                "cv_f1": cv_f1,
-                "storage": redact(url),
-                **({"ensemble": picked.to_dict()} if picked is not None else {}),
-            }
-            # the layout says how the classes read (mask: "4 wear/female/30-59"); the fingerprint
-            # lets `hpo evaluate` tell the training data from held-out data
-            layout = retrained[-1].data.table.layout
-            bundle = _bundle(
-                retrained, picked, info={**info, "data_fingerprint": spec.data_fingerprint, "layout": layout}
-            )
-            example = retrained[-1].data.table.file(0).read_bytes()  # what the pyfunc's `image` column takes
-            model = log_bundle_model(bundle, tmp, example_image=example)
-            registered = register_version(
-                model.model_uri,
-                registered_model or name,
-                run_id=run.info.run_id,
-                model_id=getattr(model, "model_id", None),
-                cv_f1=cv_f1,
-                tags={
-                    **{k: v for k, v in tags.items() if k.startswith("foldtune.")},
-                    "foldtune.run_id": run.info.run_id,
-                },
-                tracking_uri=target.uri,
-                force=force,
-                lock=study_lock(url, f"champion:{registered_model or name}"),
-            )
-            mlflow.set_tags(
-                {"foldtune.registered": registered.uri, "foldtune.champion": str(registered.champion)}
-            )
-            artifacts = sorted(a.path for a in target.client.list_artifacts(run.info.run_id))
+        _log_plan(planned, run)
+        fits = train(planned, run=run, workdir=tmp, on_fold=on_fold)
+        picked = pick(planned, fits, run=run)
+        _log_study_plots(planned, run, directory=tmp / "optuna")
+        packaged = package(planned, fits, picked, workdir=tmp)
+        model_uri, registered = register(planned, packaged, run=run)
+        artifacts = run.artifacts()
+    macro_f1, folds = picked.report["macro_f1"], planned.options.mode == "folds"
     return RetrainResult(
         study=name,
-        trials=numbers,
-        mode=mode,
-        cv_f1=cv_f1,
-        oof_f1=report["macro_f1"] if mode == "folds" else None,
-        train_f1=report["macro_f1"] if mode == "full" else None,
-        run_id=run.info.run_id,
-        experiment_id=target.experiment_id,
-        model_uri=model.model_uri,
+        trials=planned.numbers,
+        mode=planned.options.mode,
+        cv_f1=planned.cv_f1,
+        oof_f1=macro_f1 if folds else None,
+        train_f1=None if folds else macro_f1,
+        run_id=run.run_id,
+        experiment_id=planned.target.experiment_id,
+        model_uri=model_uri,
         registered=registered,
-        tracking_uri=redact(target.uri),
-        n_members=len(bundle.members),
+        tracking_uri=redact(planned.target.uri),
+        n_members=len(packaged.bundle.members),
         artifacts=artifacts,
-        twins=twins,
-        ensemble=picked,
-        seeds=seeds,
+        twins=planned.twins,
+        ensemble=picked.ensemble,
+        seeds=planned.options.seeds,
     )
 
 
@@ -280,106 +141,175 @@ def retrain(
 # ---------------------------------------------------------------------------------------------
 
 
-def _target(study: optuna.Study, flag: str | None) -> _Target:
-    """``--tracking-uri``, then the study's, then ``MLFLOW_TRACKING_URI``, then the local store."""
-    tracking = study_tracking(study)
-    uri = flag or (tracking.uri() if tracking else None) or resolve_tracking_uri()
-    mlflow_client = client(uri)
-    if tracking is not None and tracking.tracking_uri == redact(uri):
-        return _Target(uri, mlflow_client, tracking.experiment_id, tracking.parent_run_id)
-    return _Target(uri, mlflow_client, experiment_id_for(mlflow_client, study.study_name, uri), None)
-
-
-def _trial_config(t: FrozenTrial, spec: StudySpec, *, data: str | None, device: str) -> RunConfig:
-    config = RunConfig.from_dict(trial_record(t)["config"], where=f"trial {t.number}")
-    overrides: dict[str, Any] = {"budget.device": device}
-    if data:
-        overrides["data.source"] = data if is_sample(data) else str(Path(data).resolve())
-    config = apply_overrides(config, overrides, where="hpo retrain")
-    spec.check_data(load_data(config.data).table, config.data.source)
-    return config
-
-
-def _log_inputs(trials: list[FrozenTrial], configs: list[RunConfig], *, mode: str, cv_f1: float) -> None:
-    import mlflow
-
-    numbers = ",".join(str(t.number) for t in trials)
-    mlflow.log_params({"retrain.mode": mode, "retrain.trials": numbers, **flat_params(configs[0])})
-    mlflow.log_dict(configs[0].to_dict(), "config.json")
-    mlflow.log_metrics({"cv_f1": cv_f1, **{f"trial{t.number}/cv_f1": float(t.value or 0.0) for t in trials}})
-
-
-def _log_evaluation(
-    retrained: list[Retrained], picked: OofEnsemble | None, *, title: str, mode: str
-) -> dict[str, Any]:
-    """Out-of-fold report of the picked blend, without its bias (folds mode), or one on a training
-    subset (full mode), with its figures."""
-    import mlflow
-
-    table = retrained[-1].data.table
-    classes, labels = tuple(table.classes), table.labels
-    if picked is not None:
-        y_true, where, prefix = labels, "out-of-fold", "oof"
-        probs = picked.probs
-    else:
-        idx = train_subset(len(labels))
-        y_true, where, prefix = labels[idx], "training images (not held out)", "train"
-        probs = _predict_members([m for r in retrained for m in r.members], retrained[-1].data, idx, classes)
-    report = classification_report(y_true, probs, classes, layout=table.layout)
-    mlflow.log_metrics({f"{prefix}_f1": report["macro_f1"], f"{prefix}_accuracy": report["accuracy"]})
-    for attribute, f1 in report.get("attribute_f1", {}).items():  # mask layout: mask, gender, age
-        mlflow.log_metric(f"{prefix}_{attribute}_f1", f1)
-    mlflow.log_dict(report, "classification_report.json")
-    mlflow.log_text(report_text(report, title=f"{title}: {where}"), "classification_report.txt")
-    mlflow.log_figure(
-        plot_confusion(y_true, probs.argmax(axis=1), table.class_names, title=f"{title}: {where}"),
-        "confusion_matrix.png",
-    )
-    for i, r in enumerate(retrained):
+def train(plan: RetrainPlan, *, run: RunLog, workdir: Path, on_fold: OnFold | None = None) -> list[Retrained]:
+    """Each planned trial's members, trained again (``_retrain_fits``), with their learning curves."""
+    options = plan.options
+    fits = [
+        retrain_trial(
+            t,
+            config,
+            mode=options.mode,
+            seeds=options.seeds,
+            workdir=workdir / f"trial-{t.number}",
+            run=run,
+            on_fold=on_fold,
+        )
+        for t, config in zip(plan.trials, plan.configs, strict=True)
+    ]
+    for i, r in enumerate(fits):
         name = "training_curves.png" if i == 0 else f"training_curves_trial{r.trial.number}.png"
-        mlflow.log_figure(plot_curves(r.history, title=f"trial {r.trial.number} retrained ({mode})"), name)
-    return report
+        run.log_figure(
+            plot_curves(r.history, title=f"trial {r.trial.number} retrained ({options.mode})"), name
+        )
+    return fits
 
 
-def _log_study_plots(study: optuna.Study, directory: Path, target: _Target, *, cv_f1: float) -> None:
-    """Optuna's history / importance / parallel-coordinate plots, on this run and the study's run."""
-    import mlflow
+def pick(plan: RetrainPlan, fits: list[Retrained], *, run: RunLog) -> Picked:
+    """Which trained members the bundle keeps, with what weights, and their score.
 
-    plots = optuna_plots(study, directory)
-    for path in plots:
-        mlflow.log_artifact(str(path), artifact_path="optuna")
-    if target.parent_run_id is not None and plots:
-        for path in plots:
-            target.client.log_artifact(target.parent_run_id, str(path), artifact_path="optuna")
-        target.client.log_metric(target.parent_run_id, "best_cv_f1", cv_f1)
+    Folds mode: greedy selection on the trials' out-of-fold predictions weighs them, and keeps a class
+    bias per ``options.bias``; scored out of fold, without its bias. Full mode: every member counts
+    alike; scored on a subset of its training images (not held out). Any further rule on which
+    members may go into the bundle belongs here.
+    """
+    table = fits[-1].data.table
+    labels = table.labels
+    if plan.options.mode == "folds":
+        ensemble = pick_ensemble(
+            [r.oof for r in fits if r.oof is not None],
+            labels,
+            trials=plan.numbers,
+            folds=[fold.val_idx for fold in split(plan.configs[0], fits[0].data)],
+            bias=plan.options.bias,
+        )
+        log_oof_ensemble(run, ensemble)
+        y_true, probs, prefix, where = labels, ensemble.probs, OOF, "out-of-fold"
+    else:
+        ensemble, idx = None, train_subset(len(labels))
+        members = [m for r in fits for m in r.members]
+        y_true, prefix, where = labels[idx], TRAIN, "training images (not held out)"
+        probs = _predict_members(members, fits[-1].data, idx, tuple(table.classes))
+    report = classification_report(y_true, probs, tuple(table.classes), layout=table.layout)
+    title = f"{plan.title}: {where}"
+    run.log_metrics(report_metrics(report, prefix=prefix))
+    run.log_dict(report, "classification_report.json")
+    run.log_text(report_text(report, title=title), "classification_report.txt")
+    confusion = plot_confusion(y_true, probs.argmax(axis=1), table.class_names, title=title)
+    run.log_figure(confusion, "confusion_matrix.png")
+    return Picked(ensemble, report)
 
 
-def _bundle(retrained: list[Retrained], picked: OofEnsemble | None, *, info: dict[str, Any]) -> Bundle:
-    """The members with their shares of the vote (a trial's share split over its fold and seed
-    models); trials the selection left out are not kept. Without a pick, every member counts alike."""
+def package(plan: RetrainPlan, fits: list[Retrained], picked: Picked, *, workdir: Path) -> Packaged:
+    """The picked members as a bundle, saved under ``workdir``: each trial's share of the vote split
+    over its fold and seed models; trials the pick left out are not kept."""
     members = []
-    for r in retrained:
-        if picked is None:
+    for r in fits:
+        if picked.ensemble is None:
             members += r.members
-        elif share := picked.weights[r.trial.number]:
+        elif share := picked.ensemble.weights[r.trial.number]:
             members += [replace(m, weight=share / len(r.members)) for m in r.members]
-    bias = picked.bias if picked is not None and picked.bias_kept else None  # not kept: plain argmax
-    return Bundle(
-        classes=tuple(retrained[-1].data.table.classes),
+    kept_bias = picked.ensemble is not None and picked.ensemble.bias_kept
+    table = fits[-1].data.table
+    info = {
+        "study": plan.name,
+        "trials": plan.numbers,
+        "mode": plan.options.mode,
+        "seeds": plan.options.seeds,
+        "cv_f1": plan.cv_f1,
+        "storage": redact(plan.storage),
+        **({"ensemble": picked.ensemble.to_dict()} if picked.ensemble is not None else {}),
+        # the layout says how the classes read (mask: "4 wear/female/30-59"); the fingerprint
+        # lets `hpo evaluate` tell the training data from held-out data
+        "data_fingerprint": plan.spec.data_fingerprint,
+        "layout": table.layout,
+    }
+    bundle = Bundle(
+        classes=tuple(table.classes),
         members=members,
-        tta=default_tta([r.config for r in retrained]),
+        tta=default_tta([r.config for r in fits]),
         info=info,
-        bias=bias,
+        bias=picked.ensemble.bias if kept_bias else None,  # not kept: plain argmax
     )
+    return Packaged(bundle, save_bundle(bundle, workdir / "bundle"), table.file(0).read_bytes())
 
 
-def _seeds(seeds: int) -> str:
-    return f", {seeds} seeds" if seeds > 1 else ""
+def register(plan: RetrainPlan, packaged: Packaged, *, run: RunLog) -> tuple[str, Registered]:
+    """Log the bundle as the run's pyfunc model and register it as a new version; the ``champion``
+    alias moves to it when its CV F1 beats the champion's (or ``options.force``). Returns the logged
+    model's URI and the version."""
+    from hpo.models._pyfunc import log_bundle_model  # MLflow's pyfunc loads only where a model is logged
+
+    target = plan.target
+    model = log_bundle_model(
+        packaged.bundle,
+        packaged.directory,
+        example_image=packaged.example_image,
+        run=run,
+        tracking_uri=target.uri,
+    )
+    name = plan.registered_model
+    registered = register_version(
+        model.model_uri,
+        name,
+        run_id=run.run_id,
+        model_id=getattr(model, "model_id", None),
+        cv_f1=plan.cv_f1,
+        tags={**plan.tags(), "foldtune.run_id": run.run_id},
+        tracking_uri=target.uri,
+        force=plan.options.force,
+        lock=study_lock(plan.storage, f"champion:{name}"),
+    )
+    run.set_tags({"foldtune.registered": registered.uri, "foldtune.champion": str(registered.champion)})
+    return model.model_uri, registered
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers
+# The run
 # ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _run(plan: RetrainPlan) -> Iterator[RunLog]:
+    """The retrain run, a child of the study's run when there is one; FAILED when a step raises."""
+    target = plan.target
+    tags = plan.tags()
+    if target.parent_run_id is not None:
+        tags["mlflow.parentRunId"] = target.parent_run_id
+    run_name = f"retrain {plan.label} ({plan.options.mode})"
+    created = target.client.create_run(target.experiment_id, run_name=run_name, tags=tags)
+    run = RunLog(target.client, created.info.run_id)
+    try:
+        yield run
+    except BaseException:
+        target.client.set_terminated(run.run_id, status="FAILED")
+        raise
+    target.client.set_terminated(run.run_id, status="FINISHED")
+
+
+def _log_plan(plan: RetrainPlan, run: RunLog) -> None:
+    """The run's params, config and CV F1s."""
+    config = plan.configs[0]
+    run.log_params(
+        {
+            "retrain.mode": plan.options.mode,
+            "retrain.trials": ",".join(map(str, plan.numbers)),
+            **flat_params(config),
+        }
+    )
+    run.log_dict(config.to_dict(), "config.json")
+    per_trial = {key(trial_key(t.number), CV_F1): float(t.value or 0.0) for t in plan.trials}
+    run.log_metrics({CV_F1: plan.cv_f1, **per_trial})
+
+
+def _log_study_plots(plan: RetrainPlan, run: RunLog, *, directory: Path) -> None:
+    """Optuna's history / importance / parallel-coordinate plots, on this run and on the study's
+    (whose best CV F1 they update)."""
+    paths = optuna_plots(plan.study, directory)
+    run.log_files(paths, under="optuna")
+    if plan.target.parent_run_id is not None and paths:
+        study_run = RunLog(plan.target.client, plan.target.parent_run_id)
+        study_run.log_files(paths, under="optuna")
+        study_run.log_metrics({BEST_CV_F1: plan.cv_f1})
 
 
 def _predict_members(members: list[Member], data: LoadedData, idx: np.ndarray, classes) -> np.ndarray:

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 
 from hpo.models._bundle import Member
 from hpo.records import trial_record
+from hpo.tracking import BEST_F1, OOF_F1, RunLog, epoch_metrics, fold_key, key, seed_key, trial_key
 from training.batches import LoadedData, load_data
 from training.checkpoint import load_checkpoint
 from training.config import RunConfig, apply_overrides
@@ -22,12 +23,23 @@ from training.cv import Fold, cross_validate, out_of_fold
 from training.loop import EpochStats, fit
 from training.metrics import macro_f1
 
-__all__ = ["OnFold", "Retrained", "log_epoch", "log_metric", "retrain_trial", "train_subset"]
+__all__ = ["OnFold", "Retrained", "retrain_trial", "train_subset"]
 
 TRAIN_SUBSET = 512  # images scored each epoch in full mode (fit needs a validation set)
 
 # (trial number, "fold 2/3" | "all data, on its training images", F1): full mode's F1 is a training F1
 OnFold = Callable[[int, str, float], None]
+
+
+@dataclass(frozen=True)
+class _Seed:
+    """Where one seed's fits write: checkpoints, metrics under ``tag``, progress lines through ``say``."""
+
+    workdir: Path
+    tag: str  # trial<n>, or trial<n>/seed<s> with several seeds
+    say: str  # "{}", or "seed <s>, {}" with several seeds
+    run: RunLog
+    on_fold: OnFold | None
 
 
 @dataclass(frozen=True)
@@ -43,43 +55,50 @@ class Retrained:
 
 
 def retrain_trial(
-    t: FrozenTrial, config: RunConfig, *, mode: str, seeds: int, workdir: Path, on_fold: OnFold | None
+    t: FrozenTrial,
+    config: RunConfig,
+    *,
+    mode: str,
+    seeds: int,
+    workdir: Path,
+    run: RunLog,
+    on_fold: OnFold | None,
 ) -> Retrained:
     """Train trial ``t`` again with ``seeds`` seeds (``budget.seed``, +1, ...): its k folds (folds
-    mode) or once on all images (full mode). The seeds' OOF probabilities average into the trial's."""
+    mode) or once on all images (full mode). The seeds' OOF probabilities average into the trial's.
+    Each epoch's metrics go to ``run`` once, under ``trial<n>[/seed<s>]/fold<k>`` (``.../full``)."""
     data = load_data(config.data)
     members, oofs, history = [], [], {}
     for offset in range(seeds):
         seed = config.budget.seed + offset
         seeded = apply_overrides(config, {"budget.seed": seed}, where="hpo retrain --seeds")
         # one seed keeps the names it always had; several name theirs
-        tag = f"trial{t.number}" + (f"/seed{seed}" if seeds > 1 else "")
+        tag = key(trial_key(t.number), seed_key(seed)) if seeds > 1 else trial_key(t.number)
         say = (f"seed {seed}, " if seeds > 1 else "") + "{}"
-        run = _retrain_full if mode == "full" else _retrain_folds
-        got, oof, seen = run(
-            t, seeded, data, workdir=workdir / f"seed-{seed}", tag=tag, say=say, on_fold=on_fold
-        )
+        fits = _retrain_full if mode == "full" else _retrain_folds
+        got, oof, seen = fits(t, seeded, data, _Seed(workdir / f"seed-{seed}", tag, say, run, on_fold))
         members += got
         if oof is not None:
             oofs.append(oof)
             if seeds > 1:
-                log_metric(f"{tag}/oof_f1", macro_f1(data.table.labels, oof.argmax(axis=1), data.n_classes))
+                f1 = macro_f1(data.table.labels, oof.argmax(axis=1), data.n_classes)
+                run.log_metrics({key(tag, OOF_F1): f1})
         history = history or seen  # the curves show the first seed
     oof = np.mean(oofs, axis=0) if oofs else None
     return Retrained(t, config, data, members, oof, history)
 
 
 def _retrain_folds(
-    t: FrozenTrial, config: RunConfig, data: LoadedData, *, workdir: Path, tag: str, say: str, on_fold
+    t: FrozenTrial, config: RunConfig, data: LoadedData, seed: _Seed
 ) -> tuple[list[Member], np.ndarray, dict[int, list[EpochStats]]]:
     history: dict[int, list[EpochStats]] = {}
 
     def on_epoch(fold: Fold, stats: EpochStats) -> None:
         history.setdefault(fold.index, []).append(stats)
-        log_epoch(f"{tag}/fold{fold.number}", stats)
+        seed.run.log_metrics(epoch_metrics(key(seed.tag, fold_key(fold.number)), stats), step=stats.epoch)
 
     members, results = [], []
-    for result in cross_validate(config, data=data, on_epoch=on_epoch, checkpoint_dir=workdir):
+    for result in cross_validate(config, data=data, on_epoch=on_epoch, checkpoint_dir=seed.workdir):
         results.append(result)
         fold, fit_result = result.fold, result.fit
         assert fit_result.checkpoint is not None  # cross_validate was given a checkpoint_dir
@@ -89,14 +108,14 @@ def _retrain_folds(
                 state, trial=t.number, fold=fold.index, cv_f1=t.value, epochs=fit_result.best_epoch
             )
         )
-        log_metric(f"{tag}/fold{fold.number}/best_f1", fit_result.best_f1)
-        if on_fold is not None:
-            on_fold(t.number, say.format(f"fold {fold.number}/{fold.count}"), fit_result.best_f1)
+        seed.run.log_metrics({key(seed.tag, fold_key(fold.number), BEST_F1): fit_result.best_f1})
+        if seed.on_fold is not None:
+            seed.on_fold(t.number, seed.say.format(f"fold {fold.number}/{fold.count}"), fit_result.best_f1)
     return members, out_of_fold(results, len(data.table), data.n_classes), history
 
 
 def _retrain_full(
-    t: FrozenTrial, config: RunConfig, data: LoadedData, *, workdir: Path, tag: str, say: str, on_fold
+    t: FrozenTrial, config: RunConfig, data: LoadedData, seed: _Seed
 ) -> tuple[list[Member], None, dict[int, list[EpochStats]]]:
     history: dict[int, list[EpochStats]] = {}
     record = trial_record(t)
@@ -109,7 +128,9 @@ def _retrain_full(
 
     def on_epoch(stats: EpochStats) -> None:
         history.setdefault(0, []).append(stats)
-        log_epoch(f"{tag}/full", stats, on_training_images=True)
+        # its "validation" images are training images: epoch_metrics names their scores so
+        metrics = epoch_metrics(key(seed.tag, "full"), stats, on_training_images=True)
+        seed.run.log_metrics(metrics, step=stats.epoch)
 
     everything = np.arange(len(data.table), dtype=np.int64)
     result = fit(
@@ -117,38 +138,15 @@ def _retrain_full(
         everything,
         train_subset(len(data.table)),
         on_epoch=on_epoch,
-        checkpoint_dir=workdir / "full",
+        checkpoint_dir=seed.workdir / "full",
         data=data,
     )
-    state = load_checkpoint(workdir / "full" / "best.pt")  # config, classes, mean/std
-    state["model"] = load_checkpoint(workdir / "full" / "last.pt")["model"]  # the final epoch's weights
-    if on_fold is not None:
-        on_fold(t.number, say.format("all data, on its training images"), result.history[-1].f1)
+    state = load_checkpoint(seed.workdir / "full" / "best.pt")  # config, classes, mean/std
+    state["model"] = load_checkpoint(seed.workdir / "full" / "last.pt")["model"]  # the final epoch's weights
+    if seed.on_fold is not None:
+        seed.on_fold(t.number, seed.say.format("all data, on its training images"), result.history[-1].f1)
     member = Member.from_checkpoint(state, trial=t.number, fold=None, cv_f1=t.value, epochs=epochs)
     return [member], None, history
-
-
-def log_epoch(prefix: str, stats: EpochStats, *, on_training_images: bool = False) -> None:
-    """An epoch's metrics; ``on_training_images``: its "validation" ran on images it trains on (full
-    mode), so its loss and F1 are named as training numbers."""
-    import mlflow
-
-    scored = "train_subset_loss" if on_training_images else "val_loss"
-    mlflow.log_metrics(
-        {
-            f"{prefix}/train_loss": stats.train_loss,
-            f"{prefix}/{scored}": stats.val_loss,
-            f"{prefix}/{'train_f1' if on_training_images else 'f1'}": stats.f1,
-            f"{prefix}/lr": stats.lr,
-        },
-        step=stats.epoch,
-    )
-
-
-def log_metric(key: str, value: float) -> None:
-    import mlflow
-
-    mlflow.log_metric(key, value)
 
 
 def train_subset(n: int) -> np.ndarray:

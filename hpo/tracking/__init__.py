@@ -6,6 +6,8 @@
 - trial figures: each trial's learning curves and confusion matrices, rendered once
   (:class:`TrialFigures`) for the dashboard's artifact store (:class:`ArtifactSink`) and the trial's
   MLflow run (:class:`MlflowObserver` is a sink too);
+- the MLflow metric names, each defined once (``_metric_names``), and :class:`RunLog`, a run written
+  through the client by its id;
 - the observer hooks the objective calls (:class:`TrialObserver`), each failure isolated.
 
 The names load on first use: `hpo study create` and the worker pool process, which need only the

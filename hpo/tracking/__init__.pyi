@@ -6,6 +6,27 @@ from ._artifacts import (
     TrialFigures as TrialFigures,
     upload_png as upload_png,
 )
+from ._metric_names import (
+    BEST_CV_F1 as BEST_CV_F1,
+    BEST_EPOCH as BEST_EPOCH,
+    BEST_F1 as BEST_F1,
+    BIASED_HELDOUT_OOF_F1 as BIASED_HELDOUT_OOF_F1,
+    BIASED_OOF_F1 as BIASED_OOF_F1,
+    CV_F1 as CV_F1,
+    ENSEMBLE_OOF_F1 as ENSEMBLE_OOF_F1,
+    F1_STD as F1_STD,
+    FINISHED_TRIALS as FINISHED_TRIALS,
+    OOF as OOF,
+    OOF_F1 as OOF_F1,
+    TRAIN as TRAIN,
+    WEIGHT as WEIGHT,
+    epoch_metrics as epoch_metrics,
+    fold_key as fold_key,
+    key as key,
+    report_metrics as report_metrics,
+    seed_key as seed_key,
+    trial_key as trial_key,
+)
 from ._mlflow import (
     DEFAULT_TRACKING_DB as DEFAULT_TRACKING_DB,
     StudyTracking as StudyTracking,
@@ -34,3 +55,4 @@ from ._plots import (
     plot_confusion as plot_confusion,
     plot_curves as plot_curves,
 )
+from ._run_log import RunLog as RunLog

@@ -15,6 +15,17 @@ from optuna.trial import TrialState
 from hpo.errors import UserError, short_error
 from hpo.records import COST_KEYS, study_record, trial_record, unbudgeted
 from hpo.study import is_feasible
+from hpo.tracking._metric_names import (
+    BEST_CV_F1,
+    BEST_EPOCH,
+    BEST_F1,
+    CV_F1,
+    F1_STD,
+    FINISHED_TRIALS,
+    epoch_metrics,
+    fold_key,
+    key,
+)
 from hpo.tracking._mlflow import StudyTracking, flat_params, study_tracking
 from hpo.tracking._observers import TrialObserver
 from storage import redact
@@ -82,8 +93,8 @@ def finish_study_run(study: optuna.Study, *, budget: int | None) -> bool:
             if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)  # within the limits
         ]
         if complete:
-            client.log_metric(run_id, "best_cv_f1", max(complete))
-        client.log_metric(run_id, "finished_trials", counted)
+            client.log_metric(run_id, BEST_CV_F1, max(complete))
+        client.log_metric(run_id, FINISHED_TRIALS, counted)
         client.set_tag(run_id, "foldtune.state", BUDGET_MET)
         client.set_tag(run_id, "foldtune.reason", f"{len(finished)} of a budget of {budget} trials finished")
         client.set_terminated(run_id, status="FINISHED")
@@ -97,9 +108,10 @@ def finish_study_run(study: optuna.Study, *, budget: int | None) -> bool:
 class MlflowObserver(TrialObserver):
     """One child run per trial under the study's parent run: params, per-epoch metrics, state, config.
 
-    Metrics: ``fold<k>/<name>`` (k from 1) at step = epoch (train_loss, val_loss, f1, accuracy, lr, seconds),
-    ``f1`` at the pruner's step ``fold * max_epochs + epoch``, ``fold<k>/best_f1`` per fold, and
-    ``cv_f1`` (the trial's value) at the end. Figures (``fold<k>_curves.png``, ``curves.png`` and, for
+    Metrics (``hpo.tracking._metric_names``), each logged once: ``fold<k>/<name>`` (k from 1) at
+    step = epoch (train_loss, val_loss, f1, accuracy, lr, epoch_seconds, images_per_sec),
+    ``fold<k>/best_f1`` and ``fold<k>/best_epoch`` per fold, and ``cv_f1`` (the trial's value) and
+    ``f1_std`` at the end. Figures (``fold<k>_curves.png``, ``curves.png`` and, for
     a complete trial, the out-of-fold ``confusion.png``) arrive through :meth:`put_png` from
     ``TrialFigures``. After an MLflow error the trial's run is left alone, so a dead server costs one
     timeout per trial, not one per epoch.
@@ -111,7 +123,6 @@ class MlflowObserver(TrialObserver):
         self.tracking = tracking
         self.client = MlflowClient(tracking_uri=uri)
         self.runs: dict[int, str] = {}  # trial number -> run id
-        self.max_epochs: dict[int, int] = {}
 
     def reopen_study_run(self) -> None:
         """A worker starting on a study whose run ended (budget met, then raised) marks it running
@@ -172,7 +183,6 @@ class MlflowObserver(TrialObserver):
             log.warning("MLflow: no run for trial %d: %s", trial.number, short_error(exc))
             return
         self.runs[trial.number] = run.info.run_id
-        self.max_epochs[trial.number] = config.budget.max_epochs
         params = [Param(k, v) for k, v in flat_params(config).items()]
 
         def log_start(run_id: str) -> None:
@@ -187,20 +197,8 @@ class MlflowObserver(TrialObserver):
 
         def log_epoch(run_id: str) -> None:
             now = _now_ms()
-            values = {
-                "train_loss": stats.train_loss,
-                "val_loss": stats.val_loss,
-                "f1": stats.f1,
-                "accuracy": stats.accuracy,
-                "lr": stats.lr,
-                "epoch_seconds": stats.seconds,
-                "images_per_sec": stats.images_per_sec,
-            }
-            metrics = [
-                Metric(f"fold{fold.number}/{k}", float(v), now, stats.epoch) for k, v in values.items()
-            ]
-            step = fold.index * self.max_epochs.get(trial.number, 0) + stats.epoch
-            metrics.append(Metric("f1", float(stats.f1), now, step))
+            values = epoch_metrics(fold_key(fold.number), stats)
+            metrics = [Metric(k, v, now, stats.epoch) for k, v in values.items()]
             self.client.log_batch(run_id, metrics=metrics)
 
         self._guard(trial, "logging an epoch", log_epoch)
@@ -213,9 +211,8 @@ class MlflowObserver(TrialObserver):
             self.client.log_batch(
                 run_id,
                 metrics=[
-                    Metric(f"fold{number}/best_f1", fit.best_f1, now, 0),
-                    Metric(f"fold{number}/best_epoch", float(fit.best_epoch), now, 0),
-                    Metric("fold_f1", fit.best_f1, now, number),
+                    Metric(key(fold_key(number), BEST_F1), fit.best_f1, now, 0),
+                    Metric(key(fold_key(number), BEST_EPOCH), float(fit.best_epoch), now, 0),
                 ],
             )
 
@@ -226,14 +223,14 @@ class MlflowObserver(TrialObserver):
     ) -> None:
         def log_end(run_id: str) -> None:
             if value is not None:
-                self.client.log_metric(run_id, "cv_f1", value)
+                self.client.log_metric(run_id, CV_F1, value)
             record = trial_record(trial)
             std = record.get("f1_std")
             if std is not None:
-                self.client.log_metric(run_id, "f1_std", float(std))
-            for key in COST_KEYS:  # what the trial's model costs to serve
-                if (figure := record.get(key)) is not None:
-                    self.client.log_metric(run_id, key, float(figure))
+                self.client.log_metric(run_id, F1_STD, float(std))
+            for metric in COST_KEYS:  # what the trial's model costs to serve
+                if (figure := record.get(metric)) is not None:
+                    self.client.log_metric(run_id, metric, float(figure))
             if device := record.get("cost_device"):
                 self.client.set_tag(run_id, "foldtune.cost_device", device)
             self.client.set_tag(run_id, "foldtune.state", state.name.lower())
@@ -243,7 +240,6 @@ class MlflowObserver(TrialObserver):
 
         self._guard(trial, "ending the run", log_end)
         self.runs.pop(trial.number, None)
-        self.max_epochs.pop(trial.number, None)
 
 
 def _now_ms() -> int:
