@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.errors import UserError
 from hpo.study import build_sampler, create_study, open_study, study_status, trial_rows
 from hpo.workers import Objective
 from hpo.workers._pool import _TrialLine
@@ -164,3 +165,31 @@ def test_limits_are_part_of_the_study(workdir: Path, small_csv: Path) -> None:
     assert invoke(*again, "--pruner", "none", "--limit", "params_m=0.5").exit_code == 0
     other = invoke(*again, "--pruner", "none", "--limit", "params_m=0.4")
     assert other.exit_code == 2 and "limits" in other.stderr and "0.4" in other.stderr
+
+
+def test_retrain_chooses_only_trials_within_the_limits(tmp_path: Path) -> None:
+    """The best trial over a limit is skipped by --top-k; named by --trial it is taken as asked."""
+    from hpo.models._retrain_plan import select_trials
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    for value, over in [(0.9, 1.0), (0.8, -1.0), (0.7, 0.0), (0.6, 2.0)]:  # over > 0: infeasible
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("config", {})
+        trial.set_constraint("latency_ms", over)
+        study.tell(trial, value)
+    assert [t.number for t in select_trials(study, top_k=4)] == [1, 2]
+    assert [t.number for t in select_trials(study, trial=0)] == [0]
+
+
+def test_retrain_refuses_a_study_with_no_feasible_trial(tmp_path: Path) -> None:
+    from hpo.models._retrain_plan import select_trials
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr("config", {})
+    trial.set_constraint("params_m", 3.0)
+    study.tell(trial, 0.9)
+    with pytest.raises(UserError, match="no completed trial is within its cost limits"):
+        select_trials(study)

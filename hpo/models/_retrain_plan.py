@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import UserError
 from hpo.models._oof import BIAS_CHOICES
 from hpo.records import trial_record
-from hpo.study import StudySpec, open_study, storage_url
+from hpo.study import StudySpec, is_feasible, open_study, storage_url
 from hpo.tracking import client, experiment_id_for, resolve_tracking_uri, study_tracking
 from storage import redact
 from training.batches import load_data
@@ -136,7 +136,8 @@ def select_trials(
     """The ``top_k`` best complete trials with distinct params, or trial number ``trial``.
 
     A trial whose params repeat a better one's would only add a copy to the ensemble: it is skipped,
-    and noted in ``twins`` (skipped trial -> the better one).
+    and noted in ``twins`` (skipped trial -> the better one). Under a study's cost limits (``--limit``)
+    only feasible trials are chosen; a trial named by number is taken as asked, with a warning.
     """
     if trial is not None:
         found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
@@ -151,6 +152,8 @@ def select_trials(
                 "complete, so it has no CV F1; pick a complete trial (see `hpo status`)"
             )
         chosen = found
+        if not is_feasible(found[0]):
+            log.warning("trial %d is over the study's cost limits; retraining it as asked", trial)
     else:
         if top_k < 1:
             raise UserError(f"--top-k: {top_k} must be at least 1")
@@ -159,6 +162,12 @@ def select_trials(
             raise UserError(
                 f"study '{study.study_name}' has no completed trials yet; run "
                 f"`hpo worker {study.study_name}` until one completes, then retrain"
+            )
+        complete = [t for t in complete if is_feasible(t)]
+        if not complete:
+            raise UserError(
+                f"study '{study.study_name}': no completed trial is within its cost limits (see "
+                f"`hpo status {study.study_name}`); run more trials, or pick one with --trial N"
             )
         chosen, seen = [], {}
         for t in sorted(complete, key=lambda t: (-(t.value or 0.0), t.number)):
