@@ -56,7 +56,9 @@ def _study(workdir: Path, csv: Path, *limits: str) -> optuna.Study:
     space = workdir / "space.yaml"
     space.write_text(SPACE)
     url = f"sqlite:///{workdir / 'study.db'}"
-    create_study("s", space=space, data=str(csv), storage=url, folds=2, pruner="none", limits=limits)
+    create_study(
+        "s", space=space, data=str(csv), storage=url, folds=2, pruner="none", limits=limits, starts=False
+    )
     _, spec = open_study("s", url)
     sampler = build_sampler(spec.sampler, seed=0, space=spec.space)  # the workers' sampler: TPE
     return optuna.load_study(study_name="s", storage=url, sampler=sampler)

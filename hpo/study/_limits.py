@@ -94,11 +94,11 @@ def check_reachable(
 ) -> None:
     """Refuse limits that no model of the space meets at the smallest image size it can pick (FLOPs
     grow with the size), from parameters and FLOPs counted on the meta device."""
-    from training.cost import static_cost
-
     static = {m: v for m, v in limits.items() if m in BEFORE_TRAINING}
     if not static:
         return
+    from training.cost import static_cost  # torch and timm: only for a study with such limits
+
     size = min(space.values_of("data.image_size", base))
     costs = {}
     for name in space.values_of("model.name", base):
