@@ -122,6 +122,19 @@ def _check_starts(space: SearchSpace, starts: list[dict[str, Any]]) -> None:
                 raise ValueError(f"{where}: condition {param.when} does not hold")
 
 
+def fidelity_ranking(curves: dict[str, Any], *, epochs: int) -> dict[str, float]:
+    """Per dataset, Spearman's rho between each config's fold-1 best F1 within its first ``epochs`` epochs
+    (a 1-fold, ``epochs``-epoch run) and its full k-fold F1: how well a cheaper run ranks the configs."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for dataset, runs in curves["runs"].items():
+        pairs = [(max(r["folds"][0]["f1"][:epochs], default=0.0), r["value"] or 0.0) for r in runs.values()]
+        low, full = zip(*pairs, strict=True)
+        out[dataset] = float(spearmanr(low, full).statistic)
+    return out
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -184,6 +197,7 @@ def main() -> None:
         ]
     )
     starts = [params[p] for p in whole]
+    fidelity = {e: fidelity_ranking(curves, epochs=e) for e in (1, 2, 4)}
     text = starts_yaml(space, starts)
     report(
         f"portfolio_{args.space}",
@@ -218,8 +232,15 @@ def main() -> None:
             "starts": starts,
             "starts_yaml": text,
             "leave_one_out": loo,
+            "low_fidelity_spearman": fidelity,
         },
     )
+    for e, rhos in fidelity.items():
+        print(
+            f"fold 1, first {e} epoch(s) vs full run, Spearman rho: "
+            + ", ".join(f"{d} {rho:.2f}" for d, rho in rhos.items())
+            + f"; mean {statistics.fmean(rhos.values()):.2f}"
+        )
     print(f"# {args.space}: built on {', '.join(names)} ({len(rows)} configs)")
     print(text)
 
