@@ -135,6 +135,21 @@ def fidelity_ranking(curves: dict[str, Any], *, epochs: int) -> dict[str, float]
     return out
 
 
+def fidelity_against(low: dict[str, Any], full: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per dataset both tables hold: Spearman's rho between the low- and full-fidelity F1 of the
+    configs in both, and how many configs that is."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for dataset, runs in full["runs"].items():
+        rows = sorted(set(runs) & set(low["runs"].get(dataset, {})), key=int)
+        if len(rows) >= 3:
+            pairs = [(low["runs"][dataset][i]["value"] or 0.0, runs[i]["value"] or 0.0) for i in rows]
+            cheap, whole = zip(*pairs, strict=True)
+            out[dataset] = {"rho": float(spearmanr(cheap, whole).statistic), "configs": len(rows)}
+    return out
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -197,7 +212,12 @@ def main() -> None:
         ]
     )
     starts = [params[p] for p in whole]
-    fidelity = {e: fidelity_ranking(curves, epochs=e) for e in (1, 2, 4)}
+    full = not any((curves.get("fidelity") or {}).values())  # a low-fidelity table cannot rank itself
+    fidelity = {e: fidelity_ranking(curves, epochs=e) for e in (1, 2, 4)} if full else {}
+    full_table = RESULTS / f"curves_{args.space}.json"
+    against_full = (
+        fidelity_against(curves, load_curves(full_table)) if not full and full_table.is_file() else {}
+    )
     text = starts_yaml(space, starts)
     report(
         f"portfolio_{args.space}",
@@ -233,8 +253,11 @@ def main() -> None:
             "starts_yaml": text,
             "leave_one_out": loo,
             "low_fidelity_spearman": fidelity,
+            "low_vs_full_spearman": against_full,
         },
     )
+    for dataset, fig in against_full.items():
+        print(f"vs full runs on {dataset}: Spearman {fig['rho']:.2f} over {fig['configs']} configs")
     for e, rhos in fidelity.items():
         print(
             f"fold 1, first {e} epoch(s) vs full run, Spearman rho: "
