@@ -177,6 +177,9 @@ def write_space(work: Path, *, folds: int, epochs: int) -> Path:
     raw = yaml.safe_load(importlib.resources.files("search_spaces").joinpath("quick.yaml").read_text())
     for path in ("budget.batch_size", "augment.preset", "augment.strength"):
         raw["params"].pop(path, None)
+    # the starts keep what is still searched (a start that sets only fixed keys is dropped)
+    starts = [{k: v for k, v in start.items() if k in raw["params"]} for start in raw.get("starts", [])]
+    raw["starts"] = [start for start in starts if start]
     raw["fixed"] |= {
         "cv.folds": folds,
         "budget.max_epochs": epochs,
