@@ -323,11 +323,13 @@ def run_foldtune(
 ) -> PeerRun:
     import optuna
 
+    from hpo.study import DEFAULT_PRUNER
+
     space = work / "space.yaml"
     space.write_text(yaml.safe_dump(quick_space(setup), sort_keys=False))
     url, log = f"sqlite:///{work / 'foldtune.db'}", work / "foldtune.log"
     create = [_hpo(), "study", "create", "peers", "--space", str(space), "--data", str(split.search_csv)]
-    create += ["--storage", url, "--folds", str(setup.folds), "--sampler", "tpe", "--pruner", "median"]
+    create += ["--storage", url, "--folds", str(setup.folds), "--sampler", "tpe", "--pruner", DEFAULT_PRUNER]
     create += ["--seed", str(seed)]
     create += ["--artifacts", str(work / "artifacts")] if plots else ["--no-plots"]
     t0 = time.time()

@@ -294,3 +294,20 @@ def test_two_workers_run_an_asha_study_in_which_a_paused_trial_is_promoted(
         ref.enqueue_trial(paused.params)
         ref.optimize(Objective(ref_spec, device="cpu", checkpoint_root=workdir / "ref-ckpt"), n_trials=1)
         assert trial.value == pytest.approx(ref.trials[-1].value, abs=1e-9)  # no epoch lost or repeated
+
+
+def test_the_cli_defaults_to_the_measured_pruner() -> None:
+    """`hpo study create` and `hpo run` state their default without importing the library (a fast
+    --help); it must be the library's."""
+    import typer.main
+
+    from hpo.cli import app
+    from hpo.study import DEFAULT_PRUNER
+
+    command = typer.main.get_command(app)
+    for path in (("study", "create"), ("run",)):
+        node = command
+        for name in path:
+            node = node.commands[name]
+        (pruner,) = [p for p in node.params if p.name == "pruner"]
+        assert pruner.default == DEFAULT_PRUNER, path

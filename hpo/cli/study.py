@@ -15,9 +15,10 @@ from hpo.cli.models import TrackingOpt
 from training.config import CVConfig
 
 PRUNER_HELP = (
-    "median | asha | hyperband | sh | wilcoxon | none. asha pauses a trial outside the top third of "
-    "its peers at a rung (epochs 1, 3, 9, ... of fold 1 and the end of each fold but the last) and keeps "
-    "its checkpoints; a paused trial that later ranks there is continued by a new trial from its last epoch"
+    "asha (the default, chosen by measurement) | median | hyperband | sh | wilcoxon | none. asha pauses "
+    "a trial outside the top third of its peers at a rung (epochs 1, 3, 9, ... of fold 1 and the end of "
+    "each fold but the last) and keeps its checkpoints; a paused trial that later ranks there is continued "
+    "by a new trial from its last epoch"
 )
 
 
@@ -49,7 +50,7 @@ def study_create(
         ),
     ] = None,
     sampler: Annotated[str, typer.Option(help="tpe | cmaes | gp | random | grid")] = "tpe",
-    pruner: Annotated[str, typer.Option(help=PRUNER_HELP)] = "median",
+    pruner: Annotated[str, typer.Option(help=PRUNER_HELP)] = "asha",
     keep_paused: Annotated[
         int | None,
         typer.Option(

@@ -133,7 +133,7 @@ def run(
     data: Annotated[
         str, typer.Option(help="Dataset; 'sample' (digits) and 'sample-mask' are built in.")
     ] = "sample",
-    pruner: Annotated[str, typer.Option(help=PRUNER_HELP)] = "median",
+    pruner: Annotated[str, typer.Option(help=PRUNER_HELP)] = "asha",
     storage: StorageOpt = None,
     mlflow: Annotated[
         bool,

@@ -26,6 +26,7 @@ from hpo.study._limits import (
     parse_limits,
 )
 from hpo.study._samplers import (
+    DEFAULT_PRUNER,
     FOLD_LEVEL_PRUNERS,
     PRUNERS,
     SAMPLERS,
@@ -47,6 +48,7 @@ from hpo.study._status import (
 __all__ = [
     "BEFORE_TRAINING",
     "DEFAULT_ARTIFACTS",
+    "DEFAULT_PRUNER",
     "ETA",
     "FOLD_LEVEL_PRUNERS",
     "KEEP_PAUSED",

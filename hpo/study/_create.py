@@ -16,7 +16,7 @@ from hpo.records import StudyRecord, study_record, write_study
 from hpo.space import SearchSpace, load_space
 from hpo.study._limits import cost_limits
 from hpo.study._preflight import preflight
-from hpo.study._samplers import FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
+from hpo.study._samplers import DEFAULT_PRUNER, FOLD_LEVEL_PRUNERS, PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS
 from hpo.study._spec import KEEP_PAUSED, StudySpec, spec_differences
 from hpo.study._warm import add_seeds, plan_seeds
 from storage import artifact_dir, file_path, normalize_url, open_storage, redact, storage_lock
@@ -66,7 +66,7 @@ def create_study(
     storage: str | None = None,
     folds: int | None = None,
     sampler: str = "tpe",
-    pruner: str = "median",
+    pruner: str = DEFAULT_PRUNER,
     seed: int = 0,
     artifacts: str | Path | None = None,
     plots: bool = True,
