@@ -201,6 +201,7 @@ def run_study(
         pruner=pruner,
         seed=seed,
         artifacts=work.root / "artifacts",
+        starts=False,  # what is compared is the sampler and the pruner, from the same first trials
     )
     _, spec = open_study(name, work.url)
     study = BudgetedStudy(

@@ -392,7 +392,7 @@ def unknown_sampler(env: Env) -> Bad:
 def unknown_pruner(env: Env) -> Bad:
     return Bad(
         env.create("--space", str(env.space), "--data", str(env.csv), "--pruner", "bogus"),
-        ("--pruner: unknown 'bogus'", "use one of: median"),
+        ("--pruner: unknown 'bogus'", "use one of: asha"),
     )
 
 
